@@ -1,0 +1,450 @@
+"""BVH motion capture: a parser, forward kinematics, and retargeting onto SMPL-X joints.
+
+Parsing follows the format as exporters write it: any permutation of rotation channels (the
+joint's rotation is the product of the axis rotations in channel order), position channels on
+any joint (they replace that joint's OFFSET, as root positions do), End Sites, names with
+spaces, one frame per line.
+
+Retargeting
+-----------
+BVH joints have no orientation of their own: at zero rotation every joint frame is the file's
+world frame and the bones lie along the OFFSETs, in whatever rest pose the rig was built (a
+T-pose, an A-pose, arms down, or every bone along +X). SMPL-X's zero pose is a T-pose, also
+with world-aligned joint frames. So, per frame:
+
+1. Axes. The file's up / left / forward axes come from its rest skeleton (pelvis -> spine is
+   up, right hip -> left hip is left), snapped to the nearest coordinate axes; ``A`` turns
+   them into SMPL-X's (+Y up, +X left, +Z forward). World rotations become ``A G A^T``.
+2. Rest correction. For each mapped SMPL-X joint ``j`` driven by BVH joint ``b``, ``C_j`` turns
+   SMPL-X's rest bone of ``j`` (towards its child, ``reference.py``) onto the BVH rest bone of
+   ``b`` (towards the BVH joint that drives that child): the parent's correction, then the
+   smallest swing still needed. A chain bent as one piece at rest (an A-pose arm, down to the
+   thumb) thus gets one correction, and twist follows the BVH joint frames. Leaves (head, toes,
+   finger tips) aim at their End Site, unless keeping their BVH frame as is fits the clip
+   better (some exporters write dummy End Sites).
+3. Global to local. SMPL-X's global rotation is ``Q_j = G_b C_j``, so every SMPL-X bone points
+   where its BVH bone points, and the local rotations are ``Q_parent^T Q_j``. Using world
+   rotations folds unmapped BVH joints (``LHipJoint``, extra spine joints) into the next mapped
+   joint below them; unmapped SMPL-X joints keep the identity (they stay at rest).
+4. Root motion. The root's path is scaled by the reference leg length over the file's leg
+   length (so centimetres, inches and metres all come out right and feet do not slide); the
+   height is measured from standing straight: 0 when the legs are as extended as they ever get
+   in the clip, positive in the air, negative crouching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import roma
+import torch
+
+from ram_avatar.body.layout import JOINT_NAMES, PARENTS, SmplxPose
+from ram_avatar.motion import reference
+from ram_avatar.motion.names import assign_spine, match_names
+from ram_avatar.motion.sequence import MotionFormatError, check_finite
+
+_CHANNELS = ("xposition", "yposition", "zposition", "xrotation", "yrotation", "zrotation")
+_INDEX = {name: i for i, name in enumerate(JOINT_NAMES)}
+
+
+@dataclass
+class BvhJoint:
+    name: str
+    parent: int  # index into Bvh.joints, -1 for the root
+    offset: np.ndarray  # (3,) from the parent joint, in the parent's frame
+    channels: list[str]  # lower-case, e.g. ["xposition", ..., "zrotation"]
+    end_sites: list[np.ndarray]  # (3,) offsets of End Site children
+
+
+@dataclass
+class Bvh:
+    """A parsed BVH file: the skeleton and (T, C) channel values (degrees / file units)."""
+
+    joints: list[BvhJoint]
+    frame_time: float
+    values: np.ndarray  # (T, C) float64, channels in joint order
+    path: str
+
+    @property
+    def names(self) -> list[str]:
+        return [j.name for j in self.joints]
+
+    @property
+    def parents(self) -> list[int]:
+        return [j.parent for j in self.joints]
+
+
+def read_bvh(path: str | Path) -> Bvh:
+    """Parse a BVH file; anything malformed raises ``MotionFormatError`` with the line number."""
+    path = Path(path)
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    where = f"BVH file {path}"
+    numbered: list[tuple[int, str]] = []
+    for n, line in enumerate(lines, start=1):
+        line = line.strip()
+        if line.endswith("{") and line != "{":  # "JOINT Name {" on one line
+            numbered += [(n, line[:-1].strip()), (n, "{")]
+        elif line:
+            numbered.append((n, line))
+    if not numbered or numbered[0][1].upper() != "HIERARCHY":
+        raise MotionFormatError(f"{where}: not a BVH file (the first line must be HIERARCHY)")
+
+    joints: list[BvhJoint] = []
+    stack: list[tuple[int, int]] = []  # (joint index, end-site index or -1) per open brace
+    pending: tuple[int, int] | None = None
+    motion_at = None
+    for k, (n, line) in enumerate(numbered[1:], start=1):
+        keyword, *rest = line.split()
+        key = keyword.upper()
+        if key == "MOTION":
+            motion_at = k
+            break
+        if key in ("ROOT", "JOINT"):
+            if joints and key == "ROOT" or not stack and key == "JOINT":
+                raise MotionFormatError(f"{where}, line {n}: {keyword} in the wrong place (files "
+                                        "have one ROOT, and JOINTs inside its braces)")  # fmt: skip
+            name = line[len(keyword) :].strip()
+            if not name:
+                raise MotionFormatError(f"{where}, line {n}: {keyword} without a name")
+            parent = stack[-1][0] if stack else -1
+            joints.append(BvhJoint(name, parent, np.zeros(3), [], []))
+            pending = (len(joints) - 1, -1)
+        elif key == "END":
+            if not stack:
+                raise MotionFormatError(f"{where}, line {n}: End Site outside a joint")
+            joints[stack[-1][0]].end_sites.append(np.zeros(3))
+            pending = (stack[-1][0], len(joints[stack[-1][0]].end_sites) - 1)
+        elif key == "{":
+            if pending is None:
+                raise MotionFormatError(f"{where}, line {n}: '{{' without a ROOT, JOINT or End Site "
+                                        "before it")  # fmt: skip
+            stack.append(pending)
+            pending = None
+        elif key == "}":
+            if not stack:
+                raise MotionFormatError(f"{where}, line {n}: unbalanced '}}'")
+            stack.pop()
+        elif key == "OFFSET":
+            if not stack:
+                raise MotionFormatError(f"{where}, line {n}: OFFSET outside a joint")
+            offset = _floats(rest, 3, f"{where}, line {n}: OFFSET needs 3 numbers")
+            joint, site = stack[-1]
+            if site < 0:
+                joints[joint].offset = offset
+            else:
+                joints[joint].end_sites[site] = offset
+        elif key == "CHANNELS":
+            if not stack or stack[-1][1] >= 0:
+                raise MotionFormatError(f"{where}, line {n}: CHANNELS outside a joint")
+            channels = [c.lower() for c in rest[1:]]
+            if not rest or not rest[0].isdigit() or int(rest[0]) != len(channels):
+                raise MotionFormatError(f"{where}, line {n}: CHANNELS must give a count and that "
+                                        f"many channel names, got {' '.join(rest)!r}")  # fmt: skip
+            unknown = [c for c in channels if c not in _CHANNELS]
+            if unknown:
+                raise MotionFormatError(f"{where}, line {n}: unknown channels {unknown}; expected "
+                                        "Xposition .. Zrotation")  # fmt: skip
+            joints[stack[-1][0]].channels = channels
+        else:
+            raise MotionFormatError(f"{where}, line {n}: unexpected {keyword!r} in the HIERARCHY")
+    if not joints:
+        raise MotionFormatError(f"{where}: no ROOT joint in the HIERARCHY")
+    if motion_at is None or stack:
+        raise MotionFormatError(f"{where}: the file ends inside the HIERARCHY (missing '}}' or "
+                                "MOTION): it is truncated")  # fmt: skip
+    names = [j.name for j in joints]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise MotionFormatError(f"{where}: joint names must be unique, repeated: {duplicates}")
+    values, frame_time = _read_motion(numbered[motion_at + 1 :], sum(len(j.channels) for j in joints), where)
+    return Bvh(joints, frame_time, values, str(path))
+
+
+def _floats(tokens: list[str], count: int, message: str) -> np.ndarray:
+    try:
+        values = np.array([float(t) for t in tokens], dtype=np.float64)
+    except ValueError:
+        raise MotionFormatError(f"{message}, got {' '.join(tokens)[:80]!r}") from None
+    if values.size != count:
+        raise MotionFormatError(f"{message}, got {values.size}")
+    return values
+
+
+def _read_motion(lines: list[tuple[int, str]], num_channels: int, where: str) -> tuple[np.ndarray, float]:
+    """The MOTION section: ``Frames: T``, ``Frame Time: dt``, T lines of ``num_channels`` values."""
+    header: dict[str, str] = {}
+    for key in ("frames", "frame time"):
+        if not lines or ":" not in lines[0][1] or lines[0][1].split(":")[0].strip().lower() != key:
+            raise MotionFormatError(f"{where}: MOTION must be followed by 'Frames: T' and "
+                                    "'Frame Time: seconds' lines")  # fmt: skip
+        header[key] = lines[0][1].split(":", 1)[1].strip()
+        lines = lines[1:]
+    try:
+        count, frame_time = int(header["frames"]), float(header["frame time"])
+    except ValueError:
+        raise MotionFormatError(f"{where}: bad MOTION header {header}") from None
+    if count < 1 or not (np.isfinite(frame_time) and frame_time > 0):
+        raise MotionFormatError(f"{where}: needs at least one frame and a positive Frame Time, got "
+                                f"Frames: {count}, Frame Time: {frame_time}")  # fmt: skip
+    if len(lines) != count:
+        truncated = " (the file is truncated)" if len(lines) < count else ""
+        raise MotionFormatError(f"{where}: the header says {count} frames but {len(lines)} frame "
+                                f"lines follow{truncated}")  # fmt: skip
+    values = np.empty((count, num_channels))
+    for i, (n, line) in enumerate(lines):
+        message = f"{where}, line {n} (frame {i}): the hierarchy declares {num_channels} channels"
+        values[i] = _floats(line.split(), num_channels, message)
+    check_finite(values, f"{where}: MOTION data")
+    return values, frame_time
+
+
+def _axis_rotations(axis: int, radians: torch.Tensor) -> torch.Tensor:
+    """Rotations (T, 3, 3) by ``radians`` (T,) about coordinate axis 0, 1 or 2."""
+    rotvec = torch.zeros(radians.shape[0], 3, dtype=radians.dtype)
+    rotvec[:, axis] = radians
+    return roma.rotvec_to_rotmat(rotvec)
+
+
+def forward_kinematics(bvh: Bvh, rest: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """World rotations (T, N, 3, 3) and positions (T, N, 3) of every joint, float64, file axes.
+
+    ``rest=True``: the rest skeleton instead (zero rotations, OFFSETs only; T = 1).
+    """
+    values = torch.from_numpy(np.zeros((1, bvh.values.shape[1])) if rest else bvh.values)
+    frames = values.shape[0]
+    rotations: list[torch.Tensor] = []
+    positions: list[torch.Tensor] = []
+    column = 0
+    for joint in bvh.joints:
+        rotation = torch.eye(3, dtype=torch.float64).expand(frames, 3, 3)
+        translation = torch.from_numpy(joint.offset).expand(frames, 3).clone()
+        for channel in joint.channels:
+            axis = "xyz".index(channel[0])
+            if channel.endswith("position"):
+                if not rest:
+                    translation[:, axis] = values[:, column]
+            else:
+                rotation = rotation @ _axis_rotations(axis, torch.deg2rad(values[:, column]))
+            column += 1
+        if joint.parent >= 0:
+            parent_rotation, parent_position = rotations[joint.parent], positions[joint.parent]
+            translation = parent_position + (parent_rotation @ translation[..., None])[..., 0]
+            rotation = parent_rotation @ rotation
+        rotations.append(rotation)
+        positions.append(translation)
+    return torch.stack(rotations, 1), torch.stack(positions, 1)
+
+
+def map_joints(bvh: Bvh, extra_names: dict[str, list[str]] | None = None) -> dict[str, int]:
+    """SMPL-X joint name -> BVH joint index, by the name table and the spine rule (``names.py``).
+
+    The pelvis falls back to the BVH root when no joint is named like one.
+    """
+    found = match_names(bvh.names, extra_names)
+    if "pelvis" not in found and 0 not in found.values():
+        found["pelvis"] = 0
+    used = set(found.values())
+    spine = assign_spine(bvh.parents, found)
+    found |= {j: i for j, i in spine.items() if j not in found and i not in used}
+    return found
+
+
+def _normalised(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm()
+
+
+def _snap(v: torch.Tensor, exclude: int | None = None) -> torch.Tensor:
+    """The signed coordinate axis (3,) nearest to v."""
+    scores = v.abs().clone()
+    if exclude is not None:
+        scores[exclude] = -1
+    axis = int(scores.argmax())
+    out = torch.zeros(3, dtype=v.dtype)
+    out[axis] = 1.0 if v[axis] > 0 else -1.0
+    return out
+
+
+def _body_axes(rest: torch.Tensor, mapping: dict[str, int], where: str) -> torch.Tensor:
+    """``A`` (3, 3): file axes -> SMPL-X axes, from the rest skeleton ``rest`` (N, 3)."""
+    if "pelvis" not in mapping:
+        raise MotionFormatError(f"{where}: no pelvis / hips joint (the BVH root is taken by "
+                                f"another joint); pass extra_names={{'pelvis': [...]}}")  # fmt: skip
+    pelvis = rest[mapping["pelvis"]]
+    ups = [rest[mapping[j]] - pelvis for j in ("spine1", "spine2", "spine3", "neck", "head") if j in mapping]
+    lefts = [rest[mapping[f"left_{j}"]] - rest[mapping[f"right_{j}"]]
+             for j in ("hip", "shoulder", "collar") if f"left_{j}" in mapping and f"right_{j}" in mapping]  # fmt: skip
+    up = next((v for v in ups if v.norm() > 1e-6), None)  # CMU's first spine joint sits on the hips
+    left = next((v for v in lefts if v.norm() > 1e-6), None)
+    if up is None or left is None:
+        raise MotionFormatError(
+            f"{where}: cannot tell up and left apart: need a pelvis, a spine / neck / head joint and "
+            f"left + right hips or shoulders, found SMPL-X joints {sorted(mapping)}; add the file's "
+            "joint names to ram_avatar.motion.names.NAME_TABLE or pass extra_names"
+        )
+    up, left = _normalised(up), _normalised(left)
+    if (up * left).sum().abs() > 0.7:
+        raise MotionFormatError(f"{where}: the rest skeleton's up (pelvis -> spine) and left (hip to "
+                                "hip) directions are nearly parallel; cannot orient the file")  # fmt: skip
+    up = _snap(up)
+    left = _snap(left, exclude=int(up.abs().argmax()))
+    return torch.stack([left, up, torch.linalg.cross(left, up)])  # rows: SMPL-X x, y, z in file axes
+
+
+def swing(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """The smallest rotation (3, 3) taking direction src (3,) onto dst (3,); opposite
+    directions turn about the coordinate axis most perpendicular to them."""
+    src, dst = _normalised(src), _normalised(dst)
+    axis = torch.linalg.cross(src, dst)
+    if axis.norm() < 1e-9:
+        if (src * dst).sum() > 0:
+            return torch.eye(3, dtype=src.dtype)
+        axis = torch.eye(3, dtype=src.dtype)[int(src.abs().argmin())]
+        return roma.rotvec_to_rotmat(_normalised(axis - (axis * src).sum() * src) * torch.pi)
+    angle = torch.atan2(axis.norm(), (src * dst).sum())
+    return roma.rotvec_to_rotmat(_normalised(axis) * angle)
+
+
+def rest_correction(smplx_bone: torch.Tensor, bvh_bone: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    """``C`` (3, 3) with ``C @ smplx_bone`` along ``bvh_bone`` (both (3,), SMPL-X axes): the
+    parent's correction ``parent`` (3, 3), then the smallest swing that still differs, so a
+    chain bent as one piece in the rest pose (an A-pose arm, down to the thumb) gets one
+    correction and no spurious twist."""
+    return swing(parent @ smplx_bone, bvh_bone) @ parent
+
+
+def _bones(
+    joint: str,
+    mapping: dict[str, int],
+    rest: torch.Tensor,
+    leaving: list[list[torch.Tensor]],
+    parents: list[int],
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The rest bone (3,) of SMPL-X ``joint`` in SMPL-X and in the BVH (SMPL-X axes), and
+    whether it is a leaf (no mapped joint below it to aim at).
+
+    Args:
+        rest: (N, 3) BVH rest joint positions; leaving: per BVH joint, the offsets of its child
+            joints and End Sites; parents: BVH parent indices.
+    """
+    smplx = torch.tensor(reference.REST_POSITIONS, dtype=torch.float64)
+    b = mapping[joint]
+    child = reference.MAIN_CHILD.get(joint)
+    while child is not None and child not in mapping:  # skip SMPL-X joints the file lacks
+        child = reference.MAIN_CHILD.get(child)
+    if child is not None and (rest[mapping[child]] - rest[b]).norm() > 1e-9:
+        return smplx[_INDEX[child]] - smplx[_INDEX[joint]], rest[mapping[child]] - rest[b], False
+    if joint in reference.LEAF_DIRECTION:
+        smplx_bone = torch.tensor(reference.LEAF_DIRECTION[joint], dtype=torch.float64)
+    elif joint in reference.MAIN_CHILD:  # e.g. a wrist whose fingers are not in the file
+        smplx_bone = smplx[_INDEX[reference.MAIN_CHILD[joint]]] - smplx[_INDEX[joint]]
+    else:  # finger tips: carry on along the finger
+        smplx_bone = smplx[_INDEX[joint]] - smplx[PARENTS[_INDEX[joint]]]
+    # The BVH side: the longest bone leaving b (to a child joint or an End Site), else the one
+    # into b.
+    longest = max(leaving[b], key=lambda v: float(v.norm()), default=None)
+    if longest is not None and longest.norm() > 1e-9:
+        return smplx_bone, longest, True
+    incoming = smplx[_INDEX[joint]] - smplx[PARENTS[_INDEX[joint]]]
+    return incoming, rest[b] - rest[max(parents[b], 0)], True
+
+
+def _leaf_correction(parent_world: torch.Tensor, world: torch.Tensor, aimed: torch.Tensor) -> torch.Tensor:
+    """Rest correction of a leaf joint: aimed along its End Site, or none (its BVH frame as is).
+
+    Some exporters write a dummy End Site (Rokoko's head points along +X, sideways), so the
+    candidate that keeps the leaf closest to its parent over the clip (the smallest mean
+    local rotation) wins. parent_world: (T, 3, 3) SMPL-X global rotation of the parent;
+    world: (T, 3, 3) the leaf's BVH world rotation; aimed: (3, 3) the End-Site correction.
+    """
+    relative = parent_world.transpose(-1, -2) @ world  # (T, 3, 3)
+    candidates = [aimed, torch.eye(3, dtype=aimed.dtype)]
+    # trace(relative @ c) = 1 + 2 cos(angle of the local rotation)
+    costs = [torch.acos((((relative * c.T).sum((-1, -2)) - 1) / 2).clamp(-1, 1)).mean() for c in candidates]
+    return candidates[int(torch.stack(costs).argmin())]
+
+
+def retarget(
+    bvh: Bvh, extra_names: dict[str, list[str]] | None = None
+) -> tuple[SmplxPose, dict[str, str]]:
+    """The BVH motion as SMPL-X-layout poses (float32) and the joint map used.
+
+    Returns:
+        pose: batch T, SMPL-X world; ``transl`` as described in the module docstring (the
+            horizontal position is the file's, scaled; ``canonicalise`` re-centres it).
+        joint_map: SMPL-X joint name -> BVH joint name.
+    """
+    where = f"BVH file {bvh.path}"
+    mapping = map_joints(bvh, extra_names)
+    _, rest = forward_kinematics(bvh, rest=True)
+    A = _body_axes(rest[0], mapping, where)
+    rest = rest[0] @ A.T  # (N, 3) SMPL-X axes
+    # Bones leaving each joint at rest; End Site offsets are in the joint's frame, which at
+    # rest is the file's world frame, so A turns them too.
+    leaving = [
+        [rest[c] - rest[b] for c, p in enumerate(bvh.parents) if p == b]
+        + [A @ torch.from_numpy(e) for e in joint.end_sites]
+        for b, joint in enumerate(bvh.joints)
+    ]
+    rotations, positions = forward_kinematics(bvh)
+    rotations = A @ rotations @ A.T  # (T, N, 3, 3)
+    positions = positions @ A.T  # (T, N, 3)
+
+    world = [rotations[:, mapping["pelvis"]]]  # A was built around the pelvis: its frame is SMPL-X's
+    corrections = {0: torch.eye(3, dtype=torch.float64)}
+    for j, name in enumerate(JOINT_NAMES[1:], start=1):
+        if name not in mapping:  # stays at rest: the parent's rotation and correction carry on
+            world.append(world[PARENTS[j]])
+            corrections[j] = corrections[PARENTS[j]]
+            continue
+        bvh_world = rotations[:, mapping[name]]
+        smplx_bone, bvh_bone, leaf = _bones(name, mapping, rest, leaving, bvh.parents)
+        correction = rest_correction(smplx_bone, bvh_bone, corrections[PARENTS[j]])
+        if leaf:
+            correction = _leaf_correction(world[PARENTS[j]], bvh_world, correction)
+        corrections[j] = correction
+        world.append(bvh_world @ correction)
+    world_t = torch.stack(world, 1)  # (T, 55, 3, 3)
+    parents = torch.tensor((0,) + PARENTS[1:])
+    local = world_t[:, parents].transpose(-1, -2) @ world_t
+    local[:, 0] = world_t[:, 0]
+    full = roma.rotmat_to_rotvec(local)
+
+    scale = _scale(rest, mapping, where)
+    transl = positions[:, mapping["pelvis"]] * scale
+    lowest = positions[..., 1].amin(1) * scale  # (T,) height of the lowest joint
+    standing = (transl[:, 1] - lowest).max()
+    transl[:, 1] = transl[:, 1] - lowest.min() - standing
+    joint_map = {name: bvh.names[i] for name, i in sorted(mapping.items(), key=lambda kv: _INDEX[kv[0]])}
+    return SmplxPose.from_full(full.float(), transl.float()), joint_map
+
+
+def _scale(rest: torch.Tensor, mapping: dict[str, int], where: str) -> float:
+    """Metres per file unit: the reference leg (or torso) length over the file's."""
+    legs = [
+        (rest[mapping[f"{s}_knee"]] - rest[mapping[f"{s}_hip"]]).norm()
+        + (rest[mapping[f"{s}_ankle"]] - rest[mapping[f"{s}_knee"]]).norm()
+        for s in ("left", "right")
+        if all(f"{s}_{j}" in mapping for j in ("hip", "knee", "ankle"))
+    ]
+    if legs and float(sum(legs)) > 0:
+        return reference.LEG_LENGTH / float(sum(legs) / len(legs))
+    if "head" in mapping and (rest[mapping["head"]] - rest[mapping["pelvis"]]).norm() > 0:
+        return reference.TORSO_LENGTH / float((rest[mapping["head"]] - rest[mapping["pelvis"]]).norm())
+    raise MotionFormatError(f"{where}: cannot find the skeleton's size (needs hip, knee and ankle "
+                            "joints, or a head): add its joint names to the name table")  # fmt: skip
+
+
+def load_bvh(
+    path: str | Path, extra_names: dict[str, list[str]] | None = None
+) -> tuple[SmplxPose, float, dict[str, str]]:
+    """Read and retarget a BVH file: (poses, frames per second, SMPL-X -> BVH joint names)."""
+    bvh = read_bvh(path)
+    pose, joint_map = retarget(bvh, extra_names)
+    fps = 1.0 / bvh.frame_time
+    # Frame Time is usually printed rounded (.03333 for 30 fps): snap to a whole rate within 0.5 %.
+    if abs(fps - round(fps)) < 0.005 * fps:
+        fps = float(round(fps))
+    return pose, fps, joint_map
