@@ -1,0 +1,192 @@
+"""RamAvatar: the renderer of one person (paper sections 3.1, 3.2, 3.4), a Hugging Face Hub class.
+
+    F_cur  = texture(uv)                          body features of the posed template
+    F_body = F_cur + DualAttention(F_cur, F_exp, F_prev)   (at the attention size, upsampled)
+    F_face = FaceMap(face landmarks),  F_hand = HandMap(hand keypoints)
+    RGBA   = StyleUNet([F_body, F_face, F_hand])
+
+Build the ``maps`` with ``prepare_inputs`` (documented in ``ram_avatar.models.inputs``).
+The temporal discriminator (training only) is the separate ``TemporalDiscriminator`` class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ram_avatar.body.layout import SmplxPose
+from ram_avatar.body.template import BodyTemplate
+from ram_avatar.models.configs import get_config
+from ram_avatar.models.dual_attention import DualAttention, attention_size
+from ram_avatar.models.face_map import FACE_LANDMARKS, FaceMap
+from ram_avatar.models.hand_map import HAND_KEYPOINTS, HandMap
+from ram_avatar.models.hub import HubModel
+from ram_avatar.models.inputs import prepare_inputs
+from ram_avatar.models.neural_texture import NeuralTexture
+from ram_avatar.models.style_unet import StyleUNet
+from ram_avatar.render import Camera
+
+
+def check_maps(maps: dict[str, torch.Tensor], *names: str) -> None:
+    """Raise a ValueError naming the first of ``names`` that ``maps`` lacks."""
+    for name in names:
+        if name not in maps:
+            raise ValueError(f"maps has no {name!r}: build the maps with the model's prepare_inputs(...)")
+
+
+def encode_parts(maps: dict[str, torch.Tensor], face: FaceMap | None, hand: HandMap | None) -> list[torch.Tensor]:
+    """The face / hand feature maps (B, C, H, W) of the models that have them (absent input: none drawn)."""
+    uv = maps["uv"]
+    B, H, W = uv.shape[:3]
+    parts = []
+    if face is not None:
+        parts.append(face(maps.get("face_points", uv.new_zeros(B, FACE_LANDMARKS, 3)), (H, W)))
+    if hand is not None:
+        parts.append(hand(maps.get("hand_keypoints", uv.new_zeros(B, 2, HAND_KEYPOINTS, 3)), (H, W)))
+    return parts
+
+
+def to_rgba(raw: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(B, 4, H, W) network output -> rgb (B, 3, H, W) and alpha (B, 1, H, W), both in [0, 1].
+
+    ``0.5 + raw`` clamped to [0, 1] with a straight-through gradient: a sigmoid here saturates
+    early in training (most pixels are background, so alpha is first pushed to 0 everywhere) and
+    its vanishing gradient then stalls alpha for good; the straight-through clamp keeps the
+    gradient of an out-of-range value, so it always comes back.
+    """
+    linear = raw + 0.5
+    rgba = linear + (linear.clamp(0, 1) - linear).detach()
+    return {"rgb": rgba[:, :3], "alpha": rgba[:, 3:]}
+
+
+class RamAvatar(
+    nn.Module,
+    HubModel,
+    library_name="ram-avatar",
+    tags=["ram-avatar", "avatar", "neural-rendering", "full-body"],
+):
+    """A person's avatar: neural texture, dual attention, face / hand encoders and StyleUNet.
+
+    Every ``__init__`` argument is part of the Hub config (``config.json``). Named sizes:
+    ``RamAvatar.from_config_name("rt-256")`` (see ``ram_avatar.models.configs``).
+
+    Args:
+        texture_size / texture_channels / texture_levels: the neural texture (paper 1024, 48, 1).
+        attention_hidden / attention_downsample / attention_recurrence / distance_power: the dual
+            attention's width, frame-to-attention-map size ratio, passes, and d(i, u) exponent.
+        expand_distance: metres the expanded body is pushed out along its normals.
+        face_code_channels / map_hidden / map_channels / hand_line_sigma: face and hand encoders
+            (paper: 16 output channels each).
+        widths / style_dim / n_mlp / decoder_convs: the StyleUNet.
+        spatial_attention / temporal_attention / face_map / hand_map: ablation switches; a part
+            switched off is not built (no parameters, no input channels).
+    """
+
+    def __init__(
+        self,
+        texture_size: int = 1024,
+        texture_channels: int = 48,
+        texture_levels: int = 1,
+        attention_hidden: int = 96,
+        attention_downsample: int = 4,
+        attention_recurrence: int = 2,
+        distance_power: float = 0.8,
+        expand_distance: float = 0.03,
+        face_code_channels: int = 8,
+        map_hidden: int = 16,
+        map_channels: int = 16,
+        hand_line_sigma: float = 0.004,
+        widths: list[int] | tuple[int, ...] = (64, 128, 256, 512, 512, 512, 512),
+        style_dim: int = 512,
+        n_mlp: int = 2,
+        decoder_convs: int = 2,
+        spatial_attention: bool = True,
+        temporal_attention: bool = True,
+        face_map: bool = True,
+        hand_map: bool = True,
+    ):
+        super().__init__()
+        self.attention_downsample = attention_downsample
+        self.expand_distance = expand_distance
+        self.texture = NeuralTexture(texture_channels, texture_size, texture_levels)
+        self.attention = (
+            DualAttention(
+                texture_channels,
+                attention_hidden,
+                recurrence=attention_recurrence,
+                distance_power=distance_power,
+                spatial=spatial_attention,
+                temporal=temporal_attention,
+            )  # fmt: skip
+            if spatial_attention or temporal_attention
+            else None
+        )
+        self.face = FaceMap(face_code_channels, map_hidden, map_channels) if face_map else None
+        self.hand = HandMap(map_hidden, map_channels, hand_line_sigma) if hand_map else None
+        in_channels = texture_channels + map_channels * (int(face_map) + int(hand_map))
+        self.renderer = StyleUNet(in_channels, 4, widths, style_dim, n_mlp, decoder_convs)
+
+    @classmethod
+    def from_config_name(cls, name: str, **overrides: Any) -> "RamAvatar":
+        """A fresh (untrained) avatar of a named size, e.g. ``"rt-256"``, with ``overrides`` applied."""
+        return cls(**{**get_config(name), **overrides})
+
+    @property
+    def uses_expanded(self) -> bool:
+        return self.attention is not None and self.attention.spatial is not None
+
+    @property
+    def uses_previous(self) -> bool:
+        return self.attention is not None and self.attention.temporal is not None
+
+    def prepare_inputs(
+        self, template: BodyTemplate, pose: SmplxPose, camera: Camera, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        """``ram_avatar.models.inputs.prepare_inputs`` with this avatar's expansion and attention size."""
+        return prepare_inputs(
+            template, pose, camera, expand_distance=self.expand_distance,
+            attention_downsample=self.attention_downsample, expanded=self.uses_expanded, **kwargs,
+        )  # fmt: skip
+
+    def forward(self, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Render a batch.
+
+        Args:
+            maps: from ``prepare_inputs``; for temporal attention either ``uv_previous`` /
+                ``mask_previous``, or ``previous_features`` (B, C, h, w) from the previous
+                output (streaming). With neither, the frame is its own predecessor (a first frame).
+        Returns:
+            ``rgb`` (B, 3, H, W) in [0, 1]: the person's colour (meaningful where alpha > 0;
+            composite with ``rgb * alpha + background * (1 - alpha)``); ``alpha`` (B, 1, H, W)
+            in [0, 1]; ``features`` (B, C, h, w): this frame's body features at the attention
+            size, to pass as the next frame's ``previous_features``.
+        """
+        check_maps(maps, "uv", "mask")
+        names = ["uv"]
+        if self.uses_expanded:
+            check_maps(maps, "uv_expanded", "mask_expanded")
+            names.append("uv_expanded")
+        if self.uses_previous and "previous_features" not in maps and "uv_previous" in maps:
+            check_maps(maps, "mask_previous")
+            names.append("uv_previous")
+        sampled = dict(zip(names, self.texture.sample([(maps[n], maps[n.replace("uv", "mask")]) for n in names])))
+        current = sampled["uv"]
+        H, W = current.shape[-2:]
+        small = attention_size(H, W, self.attention_downsample)
+        pooled = F.adaptive_avg_pool2d(current, small)
+        body = current
+        if self.attention is not None:
+            expanded = F.adaptive_avg_pool2d(sampled["uv_expanded"], small) if self.uses_expanded else None
+            previous = None
+            if self.uses_previous:
+                previous = maps.get("previous_features")
+                if previous is None:
+                    previous = (
+                        F.adaptive_avg_pool2d(sampled["uv_previous"], small) if "uv_previous" in sampled else pooled
+                    )
+            body = current + self.attention(pooled, expanded, previous, (H, W))
+        parts = encode_parts(maps, self.face, self.hand)
+        return {**to_rgba(self.renderer(torch.cat([body, *parts], 1))), "features": pooled}

@@ -1,0 +1,64 @@
+"""Named avatar sizes: ``get_config(name)`` -> the ``RamAvatar`` keyword arguments.
+
+    rt-256      real time on a laptop CPU at 256^2 (target: attention + renderer >= 30 FPS on 2
+                cores, see benchmarks/render_speed.py): 2-level 256^2 texture, 16-channel
+                attention at 32^2 (1/8: the criss-cross cost grows with the cube of the map
+                side), thin StyleUNet with one styled conv per level
+    hq-512      512^2, a mid-size StyleUNet, for a GPU or an offline CPU render
+    paper-1024  the paper's model: 1024^2 x 48 texture, StyleAvatar's 1024^2 StyleUNet widths,
+                attention width 96 at 256^2 (the official code's TriPlane_Conv(48, 96, 48))
+
+``image_size`` is the frame size each was designed for (a RamAvatar renders any size); it is
+not a RamAvatar argument, read it with ``config_image_size``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "rt-256": dict(
+        image_size=256,
+        texture_size=256, texture_channels=48, texture_levels=2,
+        attention_hidden=16, attention_downsample=8,
+        face_code_channels=8, map_hidden=8, map_channels=16,
+        widths=[16, 24, 32, 48], style_dim=64, n_mlp=2, decoder_convs=1,
+    ),
+    "hq-512": dict(
+        image_size=512,
+        texture_size=512, texture_channels=48, texture_levels=2,
+        attention_hidden=48, attention_downsample=4,
+        face_code_channels=8, map_hidden=16, map_channels=16,
+        widths=[32, 64, 128, 256, 256, 256], style_dim=256, n_mlp=2, decoder_convs=2,
+    ),
+    "paper-1024": dict(
+        image_size=1024,
+        texture_size=1024, texture_channels=48, texture_levels=1,
+        attention_hidden=96, attention_downsample=4,
+        face_code_channels=8, map_hidden=16, map_channels=16,
+        widths=[64, 128, 256, 512, 512, 512, 512], style_dim=512, n_mlp=2, decoder_convs=2,
+    ),
+}  # fmt: skip
+
+
+def config_names() -> list[str]:
+    return list(CONFIGS)
+
+
+def config_image_size(name: str) -> int:
+    """The frame size (pixels, square) the named config is designed for."""
+    return _lookup(name)["image_size"]
+
+
+def get_config(name: str) -> dict[str, Any]:
+    """A copy of the named config as ``RamAvatar`` keyword arguments (``image_size`` left out)."""
+    config = copy.deepcopy(_lookup(name))
+    config.pop("image_size")
+    return config
+
+
+def _lookup(name: str) -> dict[str, Any]:
+    if name not in CONFIGS:
+        raise ValueError(f"Unknown avatar config {name!r}; choose one of {', '.join(CONFIGS)}")
+    return CONFIGS[name]
