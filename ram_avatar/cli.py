@@ -11,7 +11,7 @@ from ram_avatar import __version__
 
 # Modules with ``add_commands(subparsers)``; they import only argparse at module level so that
 # ``ram-avatar --help`` stays fast, and load the heavy parts inside each command.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["ram_avatar.tracking.cli", "ram_avatar.motion.cli", "ram_avatar.mda.cli"]
 
 
 def _demo(args: argparse.Namespace) -> int:

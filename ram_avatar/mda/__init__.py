@@ -1,0 +1,34 @@
+"""Motion Distribution Align (paper section 3.3): a body pose prior, the subject's conditional
+decoder, and the run-time alignment of driving motion toward the subject's own poses.
+
+    from ram_avatar.mda import train_prior, train_subject_decoder, align
+    prior = train_prior(["mocap/"], "out/prior", steps=20_000).model
+    decoder = train_subject_decoder("subjects/me", prior, "out/me-align").model
+    result = align(driving_pose, prior, decoder, strength=1.0)  # .pose, .ood_before, .ood_after
+
+The names are imported on first use, so that ``ram_avatar.mda.cli`` (loaded by every
+``ram-avatar`` call) stays free of torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "align": "ram_avatar.mda.align",
+    "AlignResult": "ram_avatar.mda.align",
+    "mirror_pose": "ram_avatar.mda.augment",
+    "mirror_body_pose": "ram_avatar.mda.augment",
+    "train_prior": "ram_avatar.mda.train",
+    "train_subject_decoder": "ram_avatar.mda.train",
+    "TrainResult": "ram_avatar.mda.train",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ram_avatar.mda' has no attribute {name!r}")
+
+
+__all__ = ["AlignResult", "TrainResult", "align", "mirror_body_pose", "mirror_pose", "train_prior", "train_subject_decoder"]

@@ -1,0 +1,107 @@
+"""Motion Distribution Align at run time (paper section 3.3).
+
+Each driving frame's body pose is encoded by the pose prior and decoded by the subject's
+conditional decoder, conditioned on the latent of the previously aligned pose (or, with
+``former="driving"``, of the previous driving pose), which gives a pose the subject could have
+made. Root orientation, translation, hands, jaw and eyes are kept as driven. ``strength``
+blends per joint (slerp) between the driving and the aligned pose.
+
+The per-frame out-of-distribution score is the Mahalanobis distance, in the prior's latent
+space, to the Gaussian of the subject's training latents, in units of the training frames'
+root-mean-square distance (:meth:`SubjectPoseDecoder.ood_score`): about 1 for poses like the
+subject's, k for poses k times as far out. Chosen over a kNN distance because it is cheap at
+run time (a 32x32 matrix in the decoder file rather than every training latent), smooth, and
+calibrated on the subject's own frames; its limit is that it sees the subject's poses as one
+ellipsoid, so a pose between two clusters of a bimodal subject reads as closer than it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ram_avatar.body.layout import SmplxPose
+from ram_avatar.models.pose_decoder import SubjectPoseDecoder, fingerprint
+from ram_avatar.models.pose_vae import PoseVAE
+from ram_avatar.rotations import angle_between_aa, matrix_to_aa, slerp_aa
+
+
+@dataclass
+class AlignResult:
+    """What :func:`align` did, frame by frame (T frames)."""
+
+    pose: SmplxPose  # the aligned motion; only body_pose differs from the driving motion
+    ood_before: torch.Tensor  # (T,) OOD score of the driving body poses (~1 = like the subject)
+    ood_after: torch.Tensor  # (T,) OOD score of the aligned body poses
+    change_deg: torch.Tensor  # (T,) mean per-joint rotation change, degrees
+    former_latent: torch.Tensor  # (1, D) latent of the last aligned pose: pass to the next call
+
+
+def check_pair(prior: PoseVAE, decoder: SubjectPoseDecoder) -> None:
+    """Raise ``ValueError`` unless ``decoder`` was trained against exactly this ``prior``."""
+    if decoder.prior_fingerprint and decoder.prior_fingerprint != fingerprint(prior):
+        where = f" ({decoder.prior})" if decoder.prior else ""
+        raise ValueError(
+            f"this subject decoder was trained against another pose prior{where}, fingerprint "
+            f"{decoder.prior_fingerprint}, not {fingerprint(prior)}; pass the prior it was trained with"
+        )
+
+
+@torch.no_grad()
+def align(
+    driving: SmplxPose,
+    prior: PoseVAE,
+    decoder: SubjectPoseDecoder,
+    strength: float = 1.0,
+    former: str = "aligned",
+    former_latent: torch.Tensor | None = None,
+) -> AlignResult:
+    """Pull a driving motion toward the subject's pose distribution.
+
+    Args:
+        driving: T frames of SMPL-X-layout poses, in order, at about ``decoder.fps``.
+        prior: the pose prior the decoder was trained against (checked by fingerprint).
+        decoder: the subject's :class:`SubjectPoseDecoder`.
+        strength: 0 = off (the driving motion, bit for bit), 1 = the decoder's pose, in between
+            a per-joint slerp from the driving to the decoded rotation.
+        former: which former pose conditions the decoder: ``"aligned"`` (default, the paper's
+            reading: the previously aligned pose, frame by frame) or ``"driving"`` (the previous
+            driving pose: all frames at once, and in our mocap benchmark it keeps more of the
+            motion's rhythm; see benchmarks/mda_eval.py).
+        former_latent: (1, D) latent of the former pose of the first frame, to continue a stream
+            chunk by chunk (``AlignResult.former_latent`` of the previous call); default: the
+            first frame's own latent.
+    """
+    if former not in ("aligned", "driving"):
+        raise ValueError(f"former must be 'aligned' or 'driving', got {former!r}")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be within [0, 1] (0 = off, 1 = full), got {strength}")
+    check_pair(prior, decoder)
+    prior, decoder = prior.eval(), decoder.eval()
+    device = next(prior.parameters()).device
+    body = driving.body_pose.to(device=device, dtype=torch.float32)
+    latents = prior.encode(body)[0]  # (T, D) posterior means
+    ood_before = decoder.ood_score(latents)
+    if strength == 0.0:
+        return AlignResult(driving, ood_before, ood_before.clone(), torch.zeros_like(ood_before), latents[-1:])
+
+    first = latents[:1] if former_latent is None else former_latent.to(latents)
+    if former == "driving":
+        aligned = matrix_to_aa(decoder(latents, torch.cat([first, latents[:-1]])))
+        last = latents[-1:]
+    else:
+        # Conditioned on its own previous output (full strength), not on the blend: the decoder
+        # was trained on the subject's consecutive poses, which its own output resembles.
+        last, decoded = first, []
+        for t in range(len(latents)):
+            pose_t = matrix_to_aa(decoder(latents[t : t + 1], last))  # (1, 21, 3)
+            last = prior.encode(pose_t)[0]
+            decoded.append(pose_t)
+        aligned = torch.cat(decoded)
+    if strength < 1.0:
+        aligned = slerp_aa(body, aligned, strength)
+    ood_after = decoder.ood_score(prior.encode(aligned)[0])
+    change = angle_between_aa(body, aligned).mean(-1)
+    pose = replace(driving, body_pose=aligned.to(driving.body_pose))
+    return AlignResult(pose, ood_before, ood_after, change, last)
