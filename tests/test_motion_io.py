@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from pathlib import Path
@@ -83,13 +84,17 @@ def _subtree(root: str) -> set[int]:
 
 
 def write_synthetic_bvh(
-    path: Path, pose: SmplxPose, units: float, axes: torch.Tensor, arm_drop_deg: float
+    path: Path, pose: SmplxPose, units: float, axes: torch.Tensor, arm_drop_deg: float,
+    bind: torch.Tensor | None = None,
 ) -> None:
     """A BVH of a SMPL-X-like rig (Mixamo names, jaw and eyes left out) performing ``pose``.
 
     Its rest pose is the reference T-pose with both arms (down to the finger tips) lowered by
     ``arm_drop_deg`` about the shoulders; ``axes`` (3, 3) turns SMPL-X axes into the file's and
     lengths are in ``units`` per metre. Channel orders cycle through four permutations.
+    ``bind`` (55, 3, 3): the joint frames in that rest pose, which the channels then carry
+    (rigs like Rokoko's: at zero rotation every bone lies along its joint's +X); identity by
+    default (the rest pose is the zero rotation, as in CMU files). The pelvis keeps identity.
     """
     rest = torch.tensor(reference.REST_POSITIONS, dtype=torch.float64)
     correction = torch.eye(3, dtype=torch.float64).repeat(NUM_JOINTS, 1, 1)
@@ -99,6 +104,8 @@ def write_synthetic_bvh(
         for j in _subtree(f"{side}_shoulder"):
             rest[j] = rest[shoulder] + drop @ (rest[j] - rest[shoulder])
             correction[j] = drop  # this joint's rest bone is the T-pose bone turned by `drop`
+    frames = torch.eye(3, dtype=torch.float64).repeat(NUM_JOINTS, 1, 1) if bind is None else bind.double()
+    correction = frames.transpose(-1, -2) @ correction  # zero rotation: every bone in its own frame
     joints = [j for j in range(NUM_JOINTS) if JOINT_NAMES[j] not in ("jaw", "left_eye", "right_eye")]
     children = {j: [c for c in joints if PARENTS[c] == j and c != 0] for j in joints}
 
@@ -116,7 +123,7 @@ def write_synthetic_bvh(
 
     def write(j: int, depth: int) -> None:
         pad = "  " * depth
-        offset = units * axes @ (rest[j] - (rest[PARENTS[j]] if j else rest[j]))
+        offset = units * axes @ frames[PARENTS[j]].T @ (rest[j] - (rest[PARENTS[j]] if j else rest[j]))
         order = orders[j % 4]
         lines.append(f"{pad}{'ROOT' if j == 0 else 'JOINT'} {_bvh_name(JOINT_NAMES[j])}")
         lines.append(pad + "{")
@@ -131,7 +138,7 @@ def write_synthetic_bvh(
         for c in children[j]:
             write(c, depth + 1)
         if not children[j]:
-            tip = units * axes @ end_site(j)
+            tip = units * axes @ frames[j].T @ end_site(j)
             site = f"{pad}    OFFSET {tip[0]:.6f} {tip[1]:.6f} {tip[2]:.6f}"
             lines.extend([f"{pad}  End Site", pad + "  {", site, pad + "  }"])
         lines.append(pad + "}")
@@ -155,6 +162,12 @@ def synthetic_bvh(tmp_path_factory) -> tuple[Path, SmplxPose]:
     return path, pose
 
 
+@functools.lru_cache(maxsize=None)
+def load_shared(path: Path) -> Motion:
+    """A shared mocap file, loaded once for all the tests that read it."""
+    return load_motion(path)
+
+
 # ----------------------------------------------------------------------------- BVH
 
 
@@ -164,7 +177,7 @@ def test_every_shared_bvh_loads_upright_and_facing_the_camera(shared_data, name)
     bvh = read_bvh(path)
     num_joints, num_mapped = FAMILIES[name]
     assert len(bvh.joints) == num_joints
-    motion = load_motion(path)
+    motion = load_shared(path)
     assert motion.num_frames == bvh.values.shape[0]
     assert motion.fps in (30.0, 100.0, 120.0)  # Frame Time .03333 etc. snaps to the whole rate
     assert len(motion.joint_map) == num_mapped
@@ -180,15 +193,41 @@ def test_every_shared_bvh_loads_upright_and_facing_the_camera(shared_data, name)
 
 
 def test_rokoko_fingers_are_mapped_and_move_the_hand(shared_data):
-    motion = load_motion(shared_data / MOCAP / "animateddrawings_rokoko_jesse_dance.bvh")
+    motion = load_shared(shared_data / MOCAP / "animateddrawings_rokoko_jesse_dance.bvh")
     assert motion.joint_map["left_index1"] == "LeftHandIndex1"
     assert motion.joint_map["right_thumb3"] == "RightHandThumb3"
     # Relaxed, curled fingers: the middle finger's joints bend (about +-Z, SMPL-X's curl axis).
     middle = motion.pose.left_hand_pose[:, 3:6]
     assert middle.norm(dim=-1).mean() > math.radians(10)
     assert (middle[..., 2].abs() > middle[..., :2].abs().max(-1).values).float().mean() > 0.9
+    # Curled, not bent backwards: the left hand curls about -Z, the right (mirrored) about +Z.
+    assert (middle[..., 2] < 0).float().mean() > 0.9
+    assert (motion.pose.right_hand_pose[:, 3:6, 2] > 0).float().mean() > 0.9
+    # Collars and ankles stay near their parents (a twist off by 180 / 90 degrees, from the
+    # rig's all-bones-along-+X rest pose, put them 170 / 90 degrees away in every frame).
+    for joint in ("left_collar", "right_collar", "left_ankle", "right_ankle"):
+        assert motion.pose.full()[:, J[joint]].norm(dim=-1).mean() < math.radians(30), joint
     # Its head End Site is a dummy (+X, sideways): the head must still sit upright on the neck.
     assert motion.pose.full()[:, J["head"]].norm(dim=-1).mean() < math.radians(30)
+
+
+# SMPL-X hinge joints at its T-pose: knees flex about +X, the left elbow about -Y, the right about +Y.
+FLEXION = {"left_knee": (0, 1.0), "right_knee": (0, 1.0), "left_elbow": (1, -1.0), "right_elbow": (1, 1.0)}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_shared_bvh_bends_elbows_and_knees_the_anatomical_way(shared_data, name):
+    # A limb retargeted with its twist off by 180 degrees bends backwards (Rokoko's right arm
+    # did). Mocap hyperextends a little when a limb is straight, so only clearly bent frames
+    # (> 20 degrees) count, and most of them must bend the right way.
+    full = load_shared(shared_data / MOCAP / name).pose.full()
+    for joint, (axis, sign) in FLEXION.items():
+        rotvec = full[:, J[joint]]
+        bent = rotvec.norm(dim=-1) > math.radians(20)
+        if bent.sum() < 10:  # e.g. the knees while waving hello
+            continue
+        right_way = (sign * rotvec[bent, axis] > 0).float().mean()
+        assert right_way > 0.9, f"{joint} bends the anatomical way in only {right_way:.0%} of bent frames"
 
 
 @pytest.mark.parametrize(
@@ -209,6 +248,46 @@ def test_retarget_round_trip_from_a_non_t_rest_pose(tmp_path, units, axes, drop)
     got, want = motion.pose.transl, pose.transl
     torch.testing.assert_close(got[:, [0, 2]], want[:, [0, 2]], atol=1e-4, rtol=0)
     torch.testing.assert_close(got[:, 1] - got[0, 1], want[:, 1] - want[0, 1], atol=1e-4, rtol=0)
+
+
+def bones_along_x() -> torch.Tensor:
+    """Rokoko-style bind frames (55, 3, 3) for the reference T-pose: each joint's +X runs along
+    its bone (snapped to the nearest axis) and the right arm's frames are the left's turned 180
+    degrees about +Y, as mirrored rigs have them; the pelvis keeps the world frame."""
+    rest = torch.tensor(reference.REST_POSITIONS, dtype=torch.float64)
+    frames = torch.eye(3, dtype=torch.float64).repeat(NUM_JOINTS, 1, 1)
+    right_arm = _subtree("right_collar")
+    for j in sorted(set(range(1, NUM_JOINTS)) - right_arm):
+        name = JOINT_NAMES[j]
+        if name in reference.MAIN_CHILD:
+            bone = rest[J[reference.MAIN_CHILD[name]]] - rest[j]
+        elif name in reference.LEAF_DIRECTION:
+            bone = torch.tensor(reference.LEAF_DIRECTION[name], dtype=torch.float64)
+        else:  # finger tips
+            bone = rest[j] - rest[PARENTS[j]]
+        x = torch.zeros(3, dtype=torch.float64)
+        x[bone.abs().argmax()] = bone[bone.abs().argmax()].sign()
+        up = torch.tensor([0.0, 1.0, 0.0] if x[2] else [0.0, 0.0, 1.0], dtype=torch.float64)
+        frames[j] = torch.stack([x, up, torch.linalg.cross(x, up)], 1)
+    flip = torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=torch.float64))  # 180 degrees about +Y
+    for j in right_arm:
+        frames[j] = flip @ frames[J[JOINT_NAMES[j].replace("right_", "left_")]]
+    return frames
+
+
+def test_rig_with_its_bind_pose_in_the_channels(tmp_path):
+    # At zero rotation such a rig is every bone along +X: the rest skeleton gives the bones
+    # but not their twist, which must come out right anyway (the right arm bent backwards and
+    # the feet rolled 90 degrees when the twist came from the rest swings alone).
+    pose = random_pose(24, seed=2)
+    path = tmp_path / "along_x.bvh"
+    write_synthetic_bvh(path, pose, units=100.0, axes=Y_UP, arm_drop_deg=0.0, bind=bones_along_x())
+    error = angle_deg(load_motion(path, canonical=False).pose.full(), pose.full()).max(0).values  # (55,)
+    # Not exact: SMPL-X bones are not axis-aligned (the collar rises 8 degrees), so the quarter
+    # turn picked leaves a few degrees of twist.
+    assert error[:22].max() < 25, f"worst body joint {JOINT_NAMES[int(error[:22].argmax())]}"
+    hinges = [J[f"{side}_{joint}"] for side in ("left", "right") for joint in ("elbow", "knee")]
+    assert error[hinges].max() < 10, {JOINT_NAMES[j]: round(float(error[j]), 1) for j in hinges}
 
 
 def test_canonical_turns_only_the_root(synthetic_bvh):

@@ -19,9 +19,17 @@ with world-aligned joint frames. So, per frame:
    SMPL-X's rest bone of ``j`` (towards its child, ``reference.py``) onto the BVH rest bone of
    ``b`` (towards the BVH joint that drives that child): the parent's correction, then the
    smallest swing still needed. A chain bent as one piece at rest (an A-pose arm, down to the
-   thumb) thus gets one correction, and twist follows the BVH joint frames. Leaves (head, toes,
-   finger tips) aim at their End Site, unless keeping their BVH frame as is fits the clip
-   better (some exporters write dummy End Sites).
+   thumb) thus gets one correction, and twist follows the BVH joint frames. That holds while
+   the rest pose is a bind pose (joint frames world-aligned in a T-, A- or arms-down pose).
+   Rigs that bake the bind pose into the channels (Rokoko, Unity: every bone along +X at zero
+   rotation) swing 90 degrees and more per joint, and the twist the swings imply is arbitrary
+   (their right arm came out turned 180 degrees about the bone, the elbow bending backwards;
+   the feet rolled 90 degrees). So where the swing exceeds 60 degrees, the correction turns
+   about the bone by the quarter turn (such rigs' frames are axis-aligned) that keeps the
+   joint closest to its parent over the clip (the smallest mean local rotation): a wrong
+   twist adds a constant 90 or 180 degrees to every frame. Leaves (head, toes, finger tips) aim
+   at their End Site, unless keeping their BVH frame as is fits the clip better by the same
+   measure (some exporters write dummy End Sites).
 3. Global to local. SMPL-X's global rotation is ``Q_j = G_b C_j``, so every SMPL-X bone points
    where its BVH bone points, and the local rotations are ``Q_parent^T Q_j``. Using world
    rotations folds unmapped BVH joints (``LHipJoint``, extra spine joints) into the next mapped
@@ -48,6 +56,9 @@ from ram_avatar.motion.sequence import MotionFormatError, check_finite
 
 _CHANNELS = ("xposition", "yposition", "zposition", "xrotation", "yrotation", "zrotation")
 _INDEX = {name: i for i, name in enumerate(JOINT_NAMES)}
+# A bone turned further than this from SMPL-X's T-pose at rest (after its parent's correction)
+# comes from a rest pose that is not a bind pose, whose joint frames' twist is unknown.
+_FAR_FROM_REST = np.radians(60.0)
 
 
 @dataclass
@@ -256,6 +267,11 @@ def _normalised(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm()
 
 
+def _angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Angle (radians) between directions a and b (3,)."""
+    return float(torch.atan2(torch.linalg.cross(a, b).norm(), (a * b).sum()))
+
+
 def _snap(v: torch.Tensor, exclude: int | None = None) -> torch.Tensor:
     """The signed coordinate axis (3,) nearest to v."""
     scores = v.abs().clone()
@@ -351,19 +367,26 @@ def _bones(
     return incoming, rest[b] - rest[max(parents[b], 0)], True
 
 
-def _leaf_correction(parent_world: torch.Tensor, world: torch.Tensor, aimed: torch.Tensor) -> torch.Tensor:
-    """Rest correction of a leaf joint: aimed along its End Site, or none (its BVH frame as is).
+def _closest_to_parent(
+    parent_world: torch.Tensor, world: torch.Tensor, candidates: list[torch.Tensor]
+) -> torch.Tensor:
+    """The candidate rest correction (3, 3) that keeps the joint closest to its parent over the
+    clip: the smallest mean local rotation angle.
 
-    Some exporters write a dummy End Site (Rokoko's head points along +X, sideways), so the
-    candidate that keeps the leaf closest to its parent over the clip (the smallest mean
-    local rotation) wins. parent_world: (T, 3, 3) SMPL-X global rotation of the parent;
-    world: (T, 3, 3) the leaf's BVH world rotation; aimed: (3, 3) the End-Site correction.
+    parent_world: (T, 3, 3) SMPL-X global rotation of the parent; world: (T, 3, 3) the joint's
+    BVH world rotation; candidates: (3, 3) corrections.
     """
     relative = parent_world.transpose(-1, -2) @ world  # (T, 3, 3)
-    candidates = [aimed, torch.eye(3, dtype=aimed.dtype)]
     # trace(relative @ c) = 1 + 2 cos(angle of the local rotation)
     costs = [torch.acos((((relative * c.T).sum((-1, -2)) - 1) / 2).clamp(-1, 1)).mean() for c in candidates]
     return candidates[int(torch.stack(costs).argmin())]
+
+
+def _twisted(correction: torch.Tensor, bvh_bone: torch.Tensor) -> list[torch.Tensor]:
+    """``correction`` (3, 3) followed by quarter turns (0, 90, 180, 270 degrees) about the BVH
+    bone (3,): corrections that all keep the bone where it is and differ only in twist."""
+    axis = _normalised(bvh_bone) * (torch.pi / 2)
+    return [roma.rotvec_to_rotmat(axis * k) @ correction for k in range(4)]
 
 
 def retarget(
@@ -402,8 +425,11 @@ def retarget(
         bvh_world = rotations[:, mapping[name]]
         smplx_bone, bvh_bone, leaf = _bones(name, mapping, rest, leaving, bvh.parents)
         correction = rest_correction(smplx_bone, bvh_bone, corrections[PARENTS[j]])
-        if leaf:
-            correction = _leaf_correction(world[PARENTS[j]], bvh_world, correction)
+        if leaf:  # aimed along the End Site, or kept as is (a dummy End Site)
+            candidates = [correction, torch.eye(3, dtype=correction.dtype)]
+            correction = _closest_to_parent(world[PARENTS[j]], bvh_world, candidates)
+        elif _angle(corrections[PARENTS[j]] @ smplx_bone, bvh_bone) > _FAR_FROM_REST:
+            correction = _closest_to_parent(world[PARENTS[j]], bvh_world, _twisted(correction, bvh_bone))
         corrections[j] = correction
         world.append(bvh_world @ correction)
     world_t = torch.stack(world, 1)  # (T, 55, 3, 3)
