@@ -41,6 +41,8 @@ def add_template_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ram-avatar", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ram-avatar {__version__}")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for PyTorch (default: PyTorch's choice; 1 is often fastest on a busy machine)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="drive the body template with a built-in motion and render it to mp4")
@@ -56,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     try:
         return args.run(args)
     except (FileNotFoundError, ValueError) as error:  # user errors: say what to do, no traceback

@@ -12,9 +12,9 @@ The names are imported on first use, so that ``ram_avatar.mda.cli`` (loaded by e
 
 from __future__ import annotations
 
-import importlib
+from ram_avatar.lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__ = lazy_exports(__name__, {
     "align": "ram_avatar.mda.align",
     "AlignResult": "ram_avatar.mda.align",
     "mirror_pose": "ram_avatar.mda.augment",
@@ -22,13 +22,7 @@ _EXPORTS = {
     "train_prior": "ram_avatar.mda.train",
     "train_subject_decoder": "ram_avatar.mda.train",
     "TrainResult": "ram_avatar.mda.train",
-}
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'ram_avatar.mda' has no attribute {name!r}")
+})
 
 
 __all__ = ["AlignResult", "TrainResult", "align", "mirror_body_pose", "mirror_pose", "train_prior", "train_subject_decoder"]

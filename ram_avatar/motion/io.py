@@ -137,8 +137,10 @@ def _subject_pose(path: Path):
     return subject.pose, subject.fps
 
 
-def _tracked_video(path: Path):
-    """(pose, fps) of the person in a video, tracked once and cached by the file's content hash."""
+def tracked_clip(path: str | os.PathLike, progress: bool = True) -> Path:
+    """The subject dataset of the person in a video, tracked once and cached by the file's
+    content hash (what ``load_motion`` reads for a video; the animation pipeline also reads its
+    face and expressions)."""
     import hashlib
 
     from ram_avatar.tracking.pipeline import track
@@ -151,8 +153,13 @@ def _tracked_video(path: Path):
     out = cache_dir() / "tracked" / digest.hexdigest()[:16]
     if not (out / "meta.json").is_file():
         # Driving needs the body only: low resolution keeps tracking quick.
-        track(path, out, resolution=256, resume=True, overwrite=True)
-    return _subject_pose(out)
+        track(path, out, resolution=256, resume=True, overwrite=True, progress=progress)
+    return out
+
+
+def _tracked_video(path: Path):
+    """(pose, fps) of the person in a video (see :func:`tracked_clip`)."""
+    return _subject_pose(tracked_clip(path))
 
 
 def _from_poses(pose_fps: tuple, path: Path, fps: float | None, canonical: bool) -> Motion:

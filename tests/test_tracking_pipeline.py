@@ -1,0 +1,82 @@
+"""``ram-avatar track`` end to end on a real clip: what a user gets, and the resume."""
+
+from __future__ import annotations
+
+import csv
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from ram_avatar.data import load_subject
+from ram_avatar.tracking import pipeline
+
+CLIP = "video/pose2sim_single_cam01_static_1p67s.mp4"
+RES = 192
+BODY_PX = 0.03 * RES  # median body reprojection error allowed: 3% of the crop (~6 px here)
+
+
+@pytest.fixture(scope="module")
+def tracked(shared_data, tmp_path_factory, anny_template):
+    """Track 12 frames; the first attempt dies in the fit stage, the resumed one finishes."""
+    out = tmp_path_factory.mktemp("track") / "subject"
+    real_fit = pipeline.fit_body
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(pipeline, "fit_body", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.track(shared_data / CLIP, out, resolution=RES, max_frames=12, fit_iters=40, progress=False)
+    assert not out.exists()  # nothing half-written under the output's name
+    assert (out.parent / ".subject.tracking" / "detect.npz").is_file()
+    # Resumed: detection must not run again.
+    monkey.setattr(pipeline, "fit_body", real_fit)
+    monkey.setattr(pipeline, "detect_clip", lambda *a, **k: pytest.fail("detect ran again on resume"))
+    summary = pipeline.track(shared_data / CLIP, out, resolution=RES, max_frames=12, fit_iters=40,
+                             resume=True, progress=False)  # fmt: skip
+    monkey.undo()
+    return out, summary
+
+
+def test_writes_a_valid_subject_dataset_with_preview_and_errors(tracked):
+    out, summary = tracked
+    subject = load_subject(out)  # validates every file
+    assert subject.num_frames == summary.num_frames == 12
+    assert subject.image_size == (RES, RES)
+    assert subject.template.name == "anny" and subject.expression.shape == (12, 52)
+    assert not (out.parent / ".subject.tracking").exists()  # the work folder is gone
+    preview = iio.imread(out / "preview.mp4", plugin="pyav")
+    assert preview.shape == (12, RES, 2 * RES, 3)
+    with open(out / "fit_errors.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and {"body_px", "mask_iou", "face_found"} <= set(rows[0])
+
+
+def test_template_lands_on_the_person(tracked):
+    out, summary = tracked
+    subject = load_subject(out, frames="eager")
+    assert summary.body_error_px < BODY_PX
+    assert summary.mask_iou > 0.7  # the fitted body's silhouette overlaps the person mask
+    # The mask covers the person: the detected body keypoints fall inside it.
+    body = subject.keypoints["body"]
+    seen = body[..., 2] > 0.5
+    x = np.clip(body[..., 0].astype(int), 0, RES - 1)
+    y = np.clip(body[..., 1].astype(int), 0, RES - 1)
+    inside = subject.masks[np.arange(12)[:, None].repeat(33, 1), y, x] > 127
+    assert inside[seen].mean() > 0.9
+
+
+def test_existing_output_is_not_overwritten(tracked, shared_data):
+    out, _ = tracked
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        pipeline.track(shared_data / CLIP, out, resolution=RES, max_frames=12)
+
+
+def test_tracked_clip_drives_as_motion(tracked):
+    from ram_avatar.motion import load_motion
+
+    out, _ = tracked
+    motion = load_motion(out)
+    subject = load_subject(out)
+    assert motion.num_frames == 12 and motion.fps == subject.fps
+    # Same body pose as tracked; only the root is turned to face +Z and moved to the origin.
+    assert np.allclose(motion.pose.body_pose.numpy(), subject.pose.body_pose.numpy(), atol=1e-6)
+    assert np.allclose(motion.pose.transl[0, [0, 2]].numpy(), 0, atol=1e-6)
