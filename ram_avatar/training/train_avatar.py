@@ -1,0 +1,551 @@
+"""Train an avatar on a subject dataset (paper section 3.4), with Accelerate.
+
+    python -m ram_avatar.training.train_avatar SUBJECT_DIR OUT_DIR [--config rt-256] [--minutes 30]
+    accelerate launch -m ram_avatar.training.train_avatar SUBJECT_DIR OUT_DIR ...   # multi-GPU
+    ram-avatar train SUBJECT_DIR OUT_DIR ...                                        # the same
+
+Each step: the generator renders the centre frame of a (t-1, t, t+1) triplet (RGB + alpha,
+composited on a fixed background like the ground truth); the temporal discriminator takes a step
+on real (three GT frames) against fake (GT_{t-1}, prediction, GT_{t+1}) triplets; then the
+generator takes a step on L1 + alpha + VGG16 perceptual + hand-crop perceptual + GAN terms.
+Adam, warm-up + cosine learning-rate schedule (stepped every step), gradient clipping, an EMA of
+the generator that is what gets evaluated and saved.
+
+OUT_DIR receives: ``train_config.json``, ``checkpoints/last`` and ``checkpoints/best`` (Accelerate
+state + ``ema.safetensors`` + ``trainer_state.json``, each written under a temporary name and
+renamed into place), TensorBoard logs in ``logs/``, ``preview.png`` (GT | prediction | error,
+held-out frame on top), ``cache/`` (the rasterized input maps), and at the end ``avatar/`` (the
+EMA avatar via ``save_pretrained`` with its model card) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+CHECKPOINTS = "checkpoints"
+CONFIG_FILE = "train_config.json"
+STATE_FILE = "trainer_state.json"
+EMA_FILE = "ema.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as ``train_config.json``; a resume must match).
+
+    ``steps`` is both where training stops and the horizon of the cosine schedule; it is the one
+    setting a resume may change (to extend a run). Loss weights multiply terms on images in [0, 1].
+    """
+
+    config: str = "rt-256"  # named avatar size, ram_avatar.models.configs
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # RamAvatar / BaselineUNet kwargs
+    baseline: bool = False  # train the plain U-Net comparison instead of RamAvatar
+    steps: int = 20_000
+    batch_size: int = 2
+    lr: float = 5e-4  # StyleAvatar uses 2e-3 with equalized-lr layers; ours (plain He init) diverge at that rate
+    lr_discriminator: float = 5e-4
+    betas: tuple[float, float] = (0.0, 0.99)
+    warmup_steps: int = 100
+    final_lr_ratio: float = 0.1  # the cosine decays the rate to this fraction at ``steps``
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    l1: float = 1.0
+    alpha: float = 1.0  # L1 between predicted alpha and the person mask
+    perceptual: float = 1.0
+    hand_perceptual: float = 1.0
+    gan: float = 0.01
+    perceptual_size: int | None = None  # resize to this side for VGG (None: full frame)
+    hand_crop_size: int = 64
+    discriminator_channels: int = 32
+    discriminator_layers: int = 3
+    background: float = 0.0  # the fixed background colour both prediction and GT are put on
+    held_out_every: int = 10  # SubjectDataset.split: every k-th frame is held out
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    preview_every: int = 250
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(names)}")
+        values = dict(values)
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "betas": list(self.betas)}
+
+
+# --- building blocks --------------------------------------------------------------------------
+
+
+def build_generator(config: TrainConfig) -> torch.nn.Module:
+    """A fresh RamAvatar of the named size, or the BaselineUNet with the same texture and encoders."""
+    from ram_avatar.models import BaselineUNet, RamAvatar, get_config
+
+    if not config.baseline:
+        return RamAvatar.from_config_name(config.config, **config.model_overrides)
+    import inspect
+
+    accepted = set(inspect.signature(BaselineUNet.__init__).parameters) - {"self"}
+    values = {**get_config(config.config), **config.model_overrides}
+    return BaselineUNet(**{k: v for k, v in values.items() if k in accepted})
+
+
+def lr_factor(step: int, warmup: int, total: int, final_ratio: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine from 1 to ``final_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """ema = d * ema + (1 - d) * model, d = min(decay, (1 + step) / (10 + step)): the warm-up keeps a
+    short run's EMA from averaging in the random initialisation."""
+    d = min(decay, (1 + step) / (10 + step))
+    ema_params, params = list(ema.parameters()), list(model.parameters())
+    torch._foreach_lerp_(ema_params, params, 1 - d)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch.to(device, non_blocking=True)
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``; an existing ``target`` is moved aside first and removed
+    after, so ``target`` is always a complete folder (old or new)."""
+    old = target.parent / f".{target.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.rename(target, old)
+    os.rename(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --- one step -----------------------------------------------------------------------------------
+
+
+def train_step(batch: dict, parts: dict, config: TrainConfig, accelerator) -> dict[str, float]:  # noqa: ANN001
+    """One discriminator step then one generator step; returns the losses as floats."""
+    from ram_avatar.models import triplet
+    from ram_avatar.training.objectives import (
+        composite,
+        crop,
+        discriminator_loss,
+        generator_gan_loss,
+        hand_boxes,
+    )  # fmt: skip
+
+    generator, discriminator = parts["generator"], parts["discriminator"]
+    bg = config.background
+    gt = composite(batch["image"], batch["mask"], bg)
+    previous = composite(batch["previous"], batch["previous_mask"], bg)
+    following = composite(batch["following"], batch["following_mask"], bg)
+    weight = batch["triplet_valid"].float()
+    with accelerator.autocast():
+        out = generator(batch["maps"])
+    pred = composite(out["rgb"], out["alpha"], bg)
+    logs: dict[str, float] = {}
+
+    if config.gan > 0:  # discriminator: real = three GT frames, fake = prediction between GT neighbours
+        discriminator.requires_grad_(True)
+        real, fake = triplet(previous, gt, following), triplet(previous, pred.detach(), following)
+        with accelerator.autocast():
+            real_logits, fake_logits = discriminator(torch.cat([real, fake])).chunk(2)
+        d_loss = discriminator_loss(real_logits, fake_logits, weight)
+        parts["opt_d"].zero_grad(set_to_none=True)
+        accelerator.backward(d_loss)
+        accelerator.clip_grad_norm_(discriminator.parameters(), config.grad_clip)
+        parts["opt_d"].step()
+        logs["loss/discriminator"] = d_loss.item()
+        logs["d/real_logit"] = real_logits.mean().item()
+        logs["d/fake_logit"] = fake_logits.mean().item()
+    parts["sched_d"].step()
+
+    terms = {"l1": F.l1_loss(pred, gt), "alpha": F.l1_loss(out["alpha"], batch["mask"])}
+    perceptual = parts["perceptual"]
+    if perceptual is not None:
+        size = config.perceptual_size
+        small = (lambda x: F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)) if size else (lambda x: x)  # noqa: E731
+        terms["perceptual"] = perceptual(small(pred), small(gt))
+        if config.hand_perceptual > 0:
+            boxes, valid = hand_boxes(batch["maps"]["hand_keypoints"], tuple(gt.shape[-2:]))
+            if valid.any():
+                keep = valid.flatten()
+                pred_hands = crop(pred, boxes, config.hand_crop_size)[keep]
+                gt_hands = crop(gt, boxes, config.hand_crop_size)[keep]
+                terms["hand_perceptual"] = perceptual(pred_hands, gt_hands)
+    if config.gan > 0:
+        # The raw discriminator (not the DDP wrapper), frozen: only the prediction gets gradients.
+        raw = accelerator.unwrap_model(discriminator).requires_grad_(False)
+        with accelerator.autocast():
+            terms["gan"] = generator_gan_loss(raw(triplet(previous, pred, following)), weight)
+    total = sum(getattr(config, name) * value for name, value in terms.items())
+    parts["opt_g"].zero_grad(set_to_none=True)
+    accelerator.backward(total)
+    logs["grad_norm/generator"] = float(accelerator.clip_grad_norm_(generator.parameters(), config.grad_clip))
+    parts["opt_g"].step()
+    parts["sched_g"].step()
+    logs.update({f"loss/{name}": value.item() for name, value in terms.items()})
+    logs["loss/total"] = total.item()
+    logs["lr"] = parts["sched_g"].get_last_lr()[0]
+    return logs
+
+
+# --- evaluation and previews --------------------------------------------------------------------
+
+
+@torch.no_grad()
+def render_dataset(model: torch.nn.Module, dataset, device: torch.device, background: float, batch_size: int = 4):  # noqa: ANN001
+    """Render every item of ``dataset``: (pred, gt, mask) as CPU tensors (N, 3|1, H, W)."""
+    from ram_avatar.training.objectives import composite
+
+    preds, gts, masks = [], [], []
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    for batch in loader:
+        batch = to_device(batch, device)
+        out = model(batch["maps"])
+        preds.append(composite(out["rgb"], out["alpha"], background).float().cpu())
+        gts.append(composite(batch["image"], batch["mask"], background).cpu())
+        masks.append(batch["mask"].cpu())
+    return torch.cat(preds), torch.cat(gts), torch.cat(masks)
+
+
+def held_out_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> dict[str, float | None]:
+    """PSNR / SSIM / LPIPS (alex) of the composited frames, and PSNR over the person pixels only.
+
+    LPIPS is None (with a printed reason, once) when its weights are not installed.
+    """
+    from ram_avatar import metrics
+
+    results = metrics.evaluate(pred, gt, metrics=("psnr", "ssim", "lpips_alex"))
+    values = {name: result.value for name, result in results.items()}
+    values["psnr_masked"] = float(metrics.psnr(pred, gt, mask).mean())
+    return values
+
+
+def preview_image(rows: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
+    """(H, 3W, 3) uint8 per row of GT | prediction | 4x absolute error, rows stacked vertically."""
+    tiles = [torch.cat([gt, pred, ((pred - gt).abs() * 4).clamp(0, 1)], -1) for gt, pred in rows]
+    image = torch.cat(tiles, -2).clamp(0, 1)
+    return (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """One training run; ``run()`` trains until the step or time limit, evaluates and saves.
+
+    Stops at ``config.steps`` (total, across resumes) or after ``minutes`` of wall time in this
+    run, whichever comes first.
+
+    Args:
+        subject_dir: a subject dataset (``ram-avatar track``).
+        out_dir: the run's folder (module docstring); a new run refuses one that holds a run.
+        config: the settings; with ``resume`` they must match the saved ones except ``steps``.
+        resume: continue from ``out_dir/checkpoints/last``: step, weights, optimisers,
+            schedulers, EMA, RNG and the data order all continue exactly.
+        minutes: wall-time limit of this call.
+        body_model_path: SMPL-X subjects: the folder with ``SMPLX_NEUTRAL.npz``.
+        cpu: train on the CPU even where CUDA is present.
+        progress: show progress bars.
+        repo_id: the Hub id the model card's usage example names (when it will be pushed).
+        cache_dir: where the rasterized input maps are cached (default ``out_dir/cache``).
+    """
+
+    def __init__(
+        self,
+        subject_dir: str | os.PathLike,
+        out_dir: str | os.PathLike,
+        config: TrainConfig,
+        *,
+        resume: bool = False,
+        minutes: float | None = None,
+        body_model_path: str | None = None,
+        cpu: bool = False,
+        progress: bool = True,
+        repo_id: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        from ram_avatar.body import load_template
+        from ram_avatar.data import SubjectDataset, load_subject
+        from ram_avatar.losses import PerceptualLoss
+        from ram_avatar.models import TemporalDiscriminator
+        from ram_avatar.training.data import StepBatchSampler, TripletDataset, build_map_cache
+
+        self.subject_dir, self.out = Path(subject_dir), Path(out_dir)
+        self.config = self._settle_config(config, resume)
+        self.minutes, self.progress, self.repo_id = minutes, progress, repo_id
+        try:
+            import tensorboard  # noqa: F401
+
+            log_with = "tensorboard"
+        except ImportError:
+            log_with = None
+            print("tensorboard is not installed: no TensorBoard logs (pip install tensorboard==2.20.0)", file=sys.stderr)
+        self.accelerator = Accelerator(
+            cpu=cpu, log_with=log_with, project_dir=str(self.out), step_scheduler_with_optimizer=False
+        )
+        accelerator, device = self.accelerator, self.accelerator.device
+        set_seed(self.config.seed)  # the same initial weights on every process
+
+        self.subject = load_subject(self.subject_dir)
+        self.train_frames, self.held_out = SubjectDataset(self.subject).split(self.config.held_out_every)
+        if not self.held_out:
+            raise ValueError(
+                f"{self.subject_dir} has {self.subject.num_frames} frames: too few to hold out every "
+                f"{self.config.held_out_every}th; lower --held-out-every or track a longer clip"
+            )
+        generator = build_generator(self.config).to(device)
+        template = load_template(self.subject.template.name, device=device, model_path=body_model_path)
+        with accelerator.main_process_first():  # one process rasterizes, the others reuse the cache
+            cache = build_map_cache(
+                self.subject, template, cache_dir or self.out / "cache",
+                expand_distance=getattr(generator, "expand_distance", 0.03),
+                attention_downsample=getattr(generator, "attention_downsample", 4),
+                expanded=getattr(generator, "uses_expanded", False),
+                progress=progress and accelerator.is_main_process,
+            )  # fmt: skip
+        self.train_set = TripletDataset(self.subject, cache, self.train_frames, self.train_frames)
+        self.held_out_set = TripletDataset(self.subject, cache, self.held_out, None)
+
+        discriminator = TemporalDiscriminator(self.config.discriminator_channels, self.config.discriminator_layers).to(device)
+        c = self.config
+        opt_g = torch.optim.Adam(generator.parameters(), lr=c.lr, betas=c.betas)
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=c.lr_discriminator, betas=c.betas)
+        schedule = lambda step: lr_factor(step, c.warmup_steps, c.steps, c.final_lr_ratio)  # noqa: E731
+        sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)
+        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)
+        generator, discriminator, opt_g, opt_d, sched_g, sched_d = accelerator.prepare(
+            generator, discriminator, opt_g, opt_d, sched_g, sched_d
+        )
+        self.ema = copy.deepcopy(accelerator.unwrap_model(generator)).requires_grad_(False).eval()
+        perceptual = None
+        if c.perceptual > 0 or c.hand_perceptual > 0:
+            loss = PerceptualLoss()
+            perceptual = loss.to(device) if loss.available else None  # it warned once when not
+        self.parts = dict(
+            generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d,
+            sched_g=sched_g, sched_d=sched_d, perceptual=perceptual,
+        )  # fmt: skip
+        self.state = {"step": 0, "best": None, "history": [], "train_seconds": 0.0}
+        if resume:
+            self._load_checkpoint()
+        sampler = StepBatchSampler(len(self.train_set), c.batch_size, c.seed * 1000 + accelerator.process_index, self.state["step"])
+        self.loader = torch.utils.data.DataLoader(
+            self.train_set, batch_sampler=sampler, num_workers=c.num_workers, persistent_workers=c.num_workers > 0
+        )
+        if accelerator.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            _write_json(self.out / CONFIG_FILE, self.config.to_dict())
+        accelerator.init_trackers("logs", config={k: str(v) for k, v in self.config.to_dict().items()})
+
+    def _settle_config(self, config: TrainConfig, resume: bool) -> TrainConfig:
+        """On resume the saved config rules (only ``steps`` may change); a new run needs a fresh OUT_DIR."""
+        saved_file, last = self.out / CONFIG_FILE, self.out / CHECKPOINTS / "last"
+        if not resume:
+            if last.exists():
+                raise FileExistsError(f"{self.out} already holds a training run: pass --resume to continue it, or choose another OUT_DIR")
+            return config
+        if not last.is_dir() or not saved_file.is_file():
+            raise FileNotFoundError(f"nothing to resume: {last} is missing; start without --resume")
+        saved = TrainConfig.from_dict(json.loads(saved_file.read_text(encoding="utf-8")))
+        differ = [k for k, v in config.to_dict().items() if k != "steps" and saved.to_dict()[k] != v]
+        if differ:
+            raise ValueError(
+                f"{self.out} was trained with different settings ({', '.join(differ)}); resume with the "
+                f"original options (see {saved_file}) or start a new OUT_DIR"
+            )
+        return dataclasses.replace(saved, steps=config.steps)
+
+    # checkpoints ------------------------------------------------------------------------------
+
+    def _save_checkpoint(self, is_best: bool) -> None:
+        """Accelerate state + EMA + trainer state into ``checkpoints/last`` (and ``best``), atomically."""
+        from safetensors.torch import save_file
+
+        accelerator, root = self.accelerator, self.out / CHECKPOINTS
+        staging = root / f".last.writing-{self.state['step']}"
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(staging))  # every process saves its RNG state; main the rest
+        if accelerator.is_main_process:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.ema.state_dict().items()}, staging / EMA_FILE)
+            _write_json(staging / STATE_FILE, self.state)
+            _replace_dir(staging, root / "last")
+            if is_best:
+                best_staging = root / ".best.writing"
+                shutil.rmtree(best_staging, ignore_errors=True)
+                shutil.copytree(root / "last", best_staging)
+                _replace_dir(best_staging, root / "best")
+        accelerator.wait_for_everyone()
+
+    def _load_checkpoint(self) -> None:
+        from safetensors.torch import load_file
+
+        last = self.out / CHECKPOINTS / "last"
+        self.accelerator.load_state(str(last))
+        self.ema.load_state_dict(load_file(last / EMA_FILE, device=str(self.accelerator.device)))
+        self.state = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))
+
+    # evaluation -------------------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, float | None]:
+        """Held-out metrics of the EMA generator; logs them and writes the preview."""
+        device = self.accelerator.device
+        pred, gt, mask = render_dataset(self.ema, self.held_out_set, device, self.config.background)
+        values = held_out_metrics(pred, gt, mask)
+        self.state["history"].append({"step": self.state["step"], **values})
+        self.accelerator.log({f"held_out/{k}": v for k, v in values.items() if v is not None}, step=self.state["step"])
+        self._preview((gt[0], pred[0]))
+        return values
+
+    def _preview(self, held_out: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """preview.png (and a TensorBoard image): a held-out frame, then the first training frame."""
+        import imageio.v3 as iio
+
+        if not self.accelerator.is_main_process:
+            return
+        device = self.accelerator.device
+        if held_out is None:
+            pred, gt, _ = render_dataset(self.ema, torch.utils.data.Subset(self.held_out_set, [0]), device, self.config.background)
+            held_out = (gt[0], pred[0])
+        pred, gt, _ = render_dataset(self.ema, torch.utils.data.Subset(self.train_set, [0]), device, self.config.background)
+        image = preview_image([held_out, (gt[0], pred[0])])
+        tmp = self.out / ".preview.writing.png"
+        iio.imwrite(tmp, image, plugin="pillow")
+        os.replace(tmp, self.out / "preview.png")
+        if self.accelerator.trackers:
+            writer = self.accelerator.get_tracker("tensorboard", unwrap=True)
+            writer.add_image("preview (GT | prediction | error)", image, self.state["step"], dataformats="HWC")
+
+    # the loop ---------------------------------------------------------------------------------
+
+    def run(self, until_step: int | None = None) -> dict[str, Any]:
+        """Train to ``until_step`` (default ``config.steps``, the schedule's horizon either way) or
+        ``minutes`` of wall time; then evaluate, checkpoint, save the avatar and metrics.json."""
+        c, accelerator, state = self.config, self.accelerator, self.state
+        until_step = c.steps if until_step is None else min(until_step, c.steps)
+        start, started_at = time.monotonic(), state["step"]
+        deadline = None if self.minutes is None else start + 60 * self.minutes
+        bar = tqdm(total=until_step, initial=state["step"], desc="train", disable=not (self.progress and accelerator.is_main_process))
+        batches = iter(self.loader)
+        for model in (self.parts["generator"], self.parts["discriminator"]):
+            model.train()
+        while state["step"] < until_step and (deadline is None or time.monotonic() < deadline):
+            logs = train_step(to_device(next(batches), accelerator.device), self.parts, c, accelerator)
+            update_ema(self.ema, accelerator.unwrap_model(self.parts["generator"]), c.ema_decay, state["step"])
+            state["step"] += 1
+            state["last_losses"] = logs
+            step = state["step"]
+            bar.update(1)
+            postfix = {"loss": f"{logs['loss/total']:.4f}"}
+            if deadline is not None:
+                postfix["left"] = f"{max(deadline - time.monotonic(), 0) / 60:.1f} min"
+            bar.set_postfix(postfix)
+            if step % c.log_every == 0:
+                accelerator.log(logs, step=step)
+            evaluated = step % c.eval_every == 0
+            if evaluated:
+                self._evaluated_checkpoint(step % c.checkpoint_every == 0)
+            elif step % c.checkpoint_every == 0:
+                self._save_checkpoint(is_best=False)
+            if step % c.preview_every == 0 and not evaluated:
+                self._preview()
+        bar.close()
+        state["train_seconds"] += time.monotonic() - start
+        steps_now = state["step"] - started_at
+        final = self._evaluated_checkpoint(save=True) if steps_now or not state["history"] else state["history"][-1]
+        result = {"step": state["step"], "steps_this_run": steps_now, "held_out": final}
+        if accelerator.is_main_process:
+            result = self._save_avatar(final)
+        accelerator.end_training()
+        return result
+
+    def _evaluated_checkpoint(self, save: bool) -> dict[str, float | None]:
+        values = self.evaluate()
+        best = self.state["best"]
+        is_best = best is None or values["psnr"] > best["psnr"]
+        if is_best:
+            self.state["best"] = {"step": self.state["step"], **values}
+        if save:
+            self._save_checkpoint(is_best)
+        return values
+
+    def _save_avatar(self, final: dict[str, float | None]) -> dict[str, Any]:
+        from ram_avatar.training.card import save_avatar
+
+        c, state = self.config, self.state
+        metrics = {
+            "model": type(self.ema).__name__, "config": c.config, "model_overrides": c.model_overrides,
+            "steps": state["step"], "train_minutes": state["train_seconds"] / 60,
+            "device": str(self.accelerator.device), "processes": self.accelerator.num_processes,
+            "subject": str(self.subject_dir), "train_frames": len(self.train_frames),
+            "held_out_frames": self.held_out, "background": c.background, "held_out": final, "best": state["best"],
+        }  # fmt: skip
+        save_avatar(self.ema, self.out / "avatar", self.subject, c, metrics, self.repo_id)
+        _write_json(self.out / "metrics.json", metrics)
+        return metrics
+
+
+def train(subject_dir: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig | None = None, **options: Any) -> dict[str, Any]:
+    """Train an avatar on ``subject_dir`` into ``out_dir``; returns the metrics.json content.
+
+    ``options`` are :class:`Trainer`'s keyword arguments (``resume``, ``minutes``, ...).
+    """
+    return Trainer(subject_dir, out_dir, config or TrainConfig(), **options).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ram_avatar.training.train_avatar`` / ``accelerate launch -m ...``: the train command."""
+    from ram_avatar.training.cli import add_train_arguments, run_train
+
+    parser = argparse.ArgumentParser(prog="ram_avatar.training.train_avatar", description=__doc__.split("\n")[0])
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_train(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
