@@ -11,7 +11,10 @@ from ram_avatar import __version__
 
 # Modules with ``add_commands(subparsers)``; they import only argparse at module level so that
 # ``ram-avatar --help`` stays fast, and load the heavy parts inside each command.
-COMMAND_MODULES: list[str] = ["ram_avatar.tracking.cli", "ram_avatar.motion.cli", "ram_avatar.mda.cli"]
+COMMAND_MODULES: list[str] = [
+    "ram_avatar.tracking.cli", "ram_avatar.motion.cli", "ram_avatar.mda.cli", "ram_avatar.training.cli",
+    "ram_avatar.evaluation.cli",
+]
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -56,17 +59,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(args: argparse.Namespace, prog: str) -> int:
+    """Run the parsed command; user errors print one line that says what to do, no traceback."""
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def script_main(module: str, doc: str | None, add_args, argv: list[str] | None = None) -> int:
+    """``main`` of a ``python -m`` / ``accelerate launch -m`` script taking one command's arguments."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    add_args(parser)
+    return run(parser.parse_args(argv), parser.prog)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
-    try:
-        return args.run(args)
-    except (FileNotFoundError, ValueError) as error:  # user errors: say what to do, no traceback
-        print(f"ram-avatar {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    return run(args, f"ram-avatar {args.command}")
 
 
 if __name__ == "__main__":

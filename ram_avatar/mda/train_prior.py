@@ -7,23 +7,10 @@ Same arguments as ``ram-avatar motion-prior train``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from ram_avatar.cli import script_main
 from ram_avatar.mda.cli import add_prior_train_args
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ram_avatar.mda.train_prior", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    add_prior_train_args(parser)
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except (FileNotFoundError, ValueError) as error:  # user errors: say what to do, no traceback
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(__spec__.name, __doc__, add_prior_train_args))
