@@ -13,7 +13,7 @@ from ram_avatar import __version__
 # ``ram-avatar --help`` stays fast, and load the heavy parts inside each command.
 COMMAND_MODULES: list[str] = [
     "ram_avatar.tracking.cli", "ram_avatar.motion.cli", "ram_avatar.mda.cli", "ram_avatar.training.cli",
-    "ram_avatar.evaluation.cli",
+    "ram_avatar.evaluation.cli", "ram_avatar.pipelines.cli",
 ]
 
 

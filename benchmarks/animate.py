@@ -1,0 +1,215 @@
+"""Animation speed per stage and end to end, eager vs the fast path, per named config.
+
+    python benchmarks/animate.py [--configs rt-256 hq-512] [--all] [--repeats 15] [--threads N]
+                                 [--device cpu|cuda]
+
+Batch 1, eval mode, untrained networks (speed does not depend on the weights; MDA uses a default-
+size pose prior + subject decoder), the Anny body in an arms-down pose with a flat face mesh over
+the head (``render_speed.scene``), framed at each config's size. Stages, per frame:
+
+    mda           Motion Distribution Align of one frame (prior encode, decoder, slerp)
+    template      posing the body template (skinning, normals)
+    inputs        prepare_inputs: the template pass + rasterizing body and expanded body + hands
+    texture       neural texture sampling of the posed and expanded body
+    attention     pooling + dual attention (given the sampled features)
+    face + hand   drawing the face mesh and hand skeletons + their U-Nets (fast: windowed)
+    renderer      the StyleUNet (eager: modulated convs; fast: folded)
+    forward       the avatar's forward (texture .. renderer)
+    encode        RGBA -> uint8 frame -> H.264 (libx264, as the animation pipeline writes)
+    end-to-end    all of the above in sequence, streaming (previous frame's features)
+
+Every stage of the fast path that differs from eager is timed on the same input in the same
+process, so the ratios hold even when other programs share the cores (absolute times swing, so
+medians are printed, with process CPU time per frame beside wall time). paper-1024 only with
+``--all`` on a CPU. The last table times a StyleUNet of StyleAvatar's widths at 256^2 (the
+paper's renderer) against rt-256's, eager and fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from render_speed import STYLEAVATAR_CHANNELS, scene, timed
+
+from ram_avatar.body import load_template
+from ram_avatar.mda.align import align
+from ram_avatar.models import PoseVAE, RamAvatar, StyleUNet, SubjectPoseDecoder, config_image_size
+from ram_avatar.models.avatar import encode_parts
+from ram_avatar.models.dual_attention import attention_size
+from ram_avatar.models.fast import optimize_for_inference
+
+
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA allocator peak on a GPU, else the process's max RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class Encoder:
+    """An H.264 stream into a temporary mp4; ``write`` encodes one RGBA frame as the pipeline does."""
+
+    def __init__(self, folder: str, size: int):
+        self.container = av.open(str(Path(folder) / "bench.mp4"), "w")
+        self.stream = self.container.add_stream("libx264", rate=30)
+        self.stream.width = self.stream.height = size
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = {"crf": "20"}
+
+    def write(self, rgb: torch.Tensor, alpha: torch.Tensor) -> None:
+        image = rgb * alpha + (1 - alpha)  # on white
+        frame = (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+
+def paired(first: Callable[[], object], second: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, ...]:
+    """(wall, CPU, wall, CPU) median ms of two runs timed alternately, so that load changes on a
+    shared machine hit both alike."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times: list[list[tuple[float, float]]] = [[], []]
+    for i in range(repeats + 2):
+        for slot, run in enumerate((first, second)):
+            sync()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run()
+            sync()
+            if i >= 2:  # two warm-up rounds
+                times[slot].append((time.perf_counter() - start, time.process_time() - start_cpu))
+    return tuple(statistics.median(t[k] for t in slot) * 1e3 for slot in times for k in (0, 1))
+
+
+def stage_table(title: str, rows: list[tuple[str, float, float, float, float]]) -> None:
+    print(f"\n{title}")
+    print(f"{'stage':<13}{'eager ms':>10}{'CPU ms':>9}{'fast ms':>10}{'CPU ms':>9}{'speed-up':>10}")
+    for name, ew, ec, fw, fc in rows:
+        fast = f"{fw:>10.1f}{fc:>9.1f}{ew / fw:>9.2f}x" if fw else f"{'(same)':>10}{'':>9}{'':>10}"
+        print(f"{name:<13}{ew:>10.1f}{ec:>9.1f}{fast}")
+
+
+def bench_config(name: str, template, mda, device: torch.device, repeats: int, folder: str) -> list[str]:  # noqa: ANN001
+    """Print the stage table of one config; return its summary rows."""
+    size = config_image_size(name)
+    model = RamAvatar.from_config_name(name).to(device).eval()
+    fast = optimize_for_inference(model)
+    pose, camera, face = scene(template, size, device)
+    count = repeats if size <= 256 else max(3, repeats // 5)  # larger sizes: fewer, to stay near a minute
+    prior, decoder = mda
+    H = W = size
+    small = attention_size(H, W, model.attention_downsample)
+    encoder = Encoder(folder, size)
+    with torch.inference_mode():
+        maps = model.prepare_inputs(template, pose, camera, face_points=face)
+        first = model(maps)
+        streaming = {**maps, "previous_features": first["features"]}
+        x = torch.cat([model.texture(maps["uv"], maps["mask"]), *encode_parts(maps, model.face, model.hand)], 1)
+        current = model.texture(maps["uv"], maps["mask"])
+        pairs = [(maps["uv"], maps["mask"]), (maps["uv_expanded"], maps["mask_expanded"])]
+
+        def attention(sampled: torch.Tensor) -> torch.Tensor:
+            pooled = F.adaptive_avg_pool2d(sampled, small)
+            return model.attention(pooled, pooled, first["features"], (H, W))
+
+        def end_to_end(net) -> None:  # noqa: ANN001
+            aligned = align(pose, prior, decoder, 1.0, former_latent=None).pose
+            m = net.prepare_inputs(template, aligned, camera, face_points=face)
+            out = net({**m, "previous_features": first["features"]})
+            encoder.write(out["rgb"], out["alpha"])
+
+        same = [
+            ("mda", lambda: align(pose, prior, decoder, 1.0), None),
+            ("template", lambda: template(pose), None),
+            ("inputs", lambda: model.prepare_inputs(template, pose, camera, face_points=face), None),
+            ("texture", lambda: model.texture.sample(pairs), lambda: fast.sample(pairs)),
+            ("attention", lambda: attention(current), None),  # the same module in both
+            ("face + hand", lambda: encode_parts(maps, model.face, model.hand), lambda: encode_parts(maps, fast.face, fast.hand)),
+            ("renderer", lambda: model.renderer(x), lambda: fast.renderer(x)),
+            ("forward", lambda: model(streaming), lambda: fast(streaming)),
+            ("encode", lambda: encoder.write(first["rgb"], first["alpha"]), None),
+            ("end-to-end", lambda: end_to_end(model), lambda: end_to_end(fast)),
+        ]
+        rows = []
+        for stage, eager_run, fast_run in same:
+            if fast_run is None:
+                rows.append((stage, *timed(eager_run, device, count), 0.0, 0.0))
+            else:
+                rows.append((stage, *paired(eager_run, fast_run, device, count)))
+    encoder.close()
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    stage_table(f"{name}: {H}x{W}, {params:.1f}M parameters, median of {count}, peak memory {peak_memory_mb(device):.0f} MB", rows)
+    _, ew, ec, fw, fc = rows[-1]
+    return [
+        f"{name:<11} end-to-end  eager {ew:7.1f} ms {1000 / ew:6.1f} FPS (CPU {ec:6.1f} ms)",
+        f"{name:<11} end-to-end  fast  {fw:7.1f} ms {1000 / fw:6.1f} FPS (CPU {fc:6.1f} ms)",
+    ]
+
+
+def bench_styleavatar(device: torch.device, repeats: int) -> None:
+    """StyleAvatar-width StyleUNet vs rt-256's renderer at 256^2, same input, same process."""
+    size, in_channels = 256, 80
+    widths = [STYLEAVATAR_CHANNELS[size >> (k + 1)] for k in range(int(math.log2(size)) - 3)]
+    theirs = StyleUNet(in_channels, 4, widths, style_dim=512, decoder_convs=2).to(device).eval()
+    ours = optimize_for_inference(RamAvatar.from_config_name("rt-256").to(device))
+    eager_ours = RamAvatar.from_config_name("rt-256").to(device).eval().renderer
+    x = torch.randn(1, in_channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        t_theirs, c_theirs = timed(lambda: theirs(x), device, 3, warmup=1)  # seconds per call on a CPU
+        t_eager, c_eager, t_fast, c_fast = paired(lambda: eager_ours(x), lambda: ours.renderer(x), device, repeats)
+    print(f"\nrenderer at 256x256 (wall ms / CPU ms): StyleAvatar widths {widths}: {t_theirs:.1f} / {c_theirs:.1f}; "
+          f"rt-256 eager {t_eager:.1f} / {c_eager:.1f}; rt-256 fast {t_fast:.1f} / {c_fast:.1f}")  # fmt: skip
+    print(f"StyleAvatar-width / rt-256 renderer: {t_theirs / t_eager:.1f}x eager, {t_theirs / t_fast:.1f}x fast (wall); "
+          f"{c_theirs / c_eager:.1f}x / {c_theirs / c_fast:.1f}x (CPU)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=None, help="default: rt-256 hq-512 (+ paper-1024 on CUDA or with --all)")
+    parser.add_argument("--all", action="store_true", help="include paper-1024 on a CPU (minutes)")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    configs = args.configs or (["rt-256", "hq-512"] + (["paper-1024"] if args.all or device.type == "cuda" else []))
+    import os
+
+    print(f"{machine_name(device)} ({os.cpu_count()} CPUs), {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {device}, batch 1")
+    template = load_template("anny", device=device)
+    mda = (PoseVAE().to(device).eval(), SubjectPoseDecoder().to(device).eval())
+    with tempfile.TemporaryDirectory() as folder:
+        summary = [row for name in configs for row in bench_config(name, template, mda, device, args.repeats, folder)]
+    bench_styleavatar(device, args.repeats)
+    print("\n" + "\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Writing rendered frames to mp4 as they come (bounded memory), and carrying a clip's audio over.
+
+The video is encoded frame by frame into a temporary file with PyAV (H.264, yuv420p, so every
+browser plays it); when a source clip with sound is given, its audio is copied (AAC) or
+re-encoded (anything else) into the final file in a second, cheap pass. The final name appears
+only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def has_audio(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a media file PyAV opens that holds at least one audio stream."""
+    try:
+        with av.open(str(path)) as container:
+            return len(container.streams.audio) > 0
+    except (av.error.FFmpegError, OSError):
+        return False
+
+
+class VideoWriter:
+    """``with VideoWriter("out.mp4", fps, audio_from="clip.mp4") as w: w.write(frame)``.
+
+    Frames are (H, W, 3) uint8 RGB with even H and W, all the same size. ``audio_from``: a media
+    file whose first audio stream is muxed in, trimmed to the video's length.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, audio_from: str | os.PathLike | None = None, crf: int = 20):
+        self.path = Path(path)
+        if self.path.suffix.lower() != ".mp4":
+            raise ValueError(f"videos are written as .mp4, got {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.audio_from = audio_from if audio_from is not None and has_audio(audio_from) else None
+        self.crf = crf
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{os.getpid()}.mp4")
+        self.container = av.open(str(self.tmp), "w")
+        self.stream = None
+        self.count = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        """Encode one (H, W, 3) uint8 RGB frame."""
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+        if self.stream is None:
+            H, W = frame.shape[:2]
+            if H % 2 or W % 2:
+                raise ValueError(f"H.264 needs an even frame size, got {W}x{H}")
+            self.stream = self.container.add_stream("libx264", rate=self.fps)
+            self.stream.width, self.stream.height, self.stream.pix_fmt = W, H, "yuv420p"
+            self.stream.options = {"crf": str(self.crf)}
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+            self.container.mux(packet)
+        self.count += 1
+
+    def close(self) -> Path:
+        """Finish the file (and mux the audio); returns the final path."""
+        if self.stream is None:
+            self.container.close()
+            self.tmp.unlink(missing_ok=True)
+            raise ValueError("no frames were rendered: the motion is empty")
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+        if self.audio_from is not None:
+            muxed = self.tmp.with_name(self.tmp.stem + ".audio.mp4")
+            try:
+                _mux_audio(self.tmp, self.audio_from, muxed, self.count / self.fps)
+            finally:
+                self.tmp.unlink(missing_ok=True)
+            self.tmp = muxed
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self.container.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _mux_audio(video: Path, source: str | os.PathLike, out: Path, duration: Fraction) -> None:
+    """Copy ``video``'s stream and ``source``'s first audio stream (up to ``duration`` s) into ``out``."""
+    with av.open(str(video)) as vin, av.open(str(source)) as ain, av.open(str(out), "w") as output:
+        v_in, a_in = vin.streams.video[0], ain.streams.audio[0]
+        v_out = output.add_stream_from_template(v_in)
+        copy = a_in.codec_context.name == "aac"
+        a_out = output.add_stream_from_template(a_in) if copy else output.add_stream("aac", rate=a_in.codec_context.sample_rate or 48000)
+        for packet in vin.demux(v_in):
+            if packet.dts is not None:
+                packet.stream = v_out
+                output.mux(packet)
+        for packet in ain.demux(a_in):
+            if packet.dts is None:
+                continue
+            if packet.pts is not None and packet.pts * a_in.time_base > duration:
+                break
+            if copy:
+                packet.stream = a_out
+                output.mux(packet)
+            else:
+                for frame in packet.decode():
+                    if frame.time is not None and frame.time > duration:
+                        break
+                    frame.pts = None  # the encoder re-times the samples
+                    for encoded in a_out.encode(frame):
+                        output.mux(encoded)
+        if not copy:
+            for encoded in a_out.encode():
+                output.mux(encoded)
