@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ram_avatar import __version__
+from ram_avatar.atomic import replace_folder
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.data.format import (
     CAMERA_ARRAYS, CAMERA_FILE, FORMAT_NAME, FORMAT_VERSION, FRAMES_DIR, KEYPOINT_ARRAYS,
@@ -324,22 +325,6 @@ def _check_target(target: Path, overwrite: bool) -> None:
         raise FileExistsError(f"refusing to overwrite {target}: not a ram-avatar subject dataset")
 
 
-def _move_into_place(staging: Path, target: Path) -> None:
-    if not target.exists():
-        os.rename(staging, target)
-        return
-    # POSIX cannot rename a folder over a non-empty one, so move the old dataset aside first.
-    # `target` only ever holds the complete old or the complete new dataset.
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(target, old)
-    try:
-        os.rename(staging, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    shutil.rmtree(old)
-
-
 def write_subject(path: str | os.PathLike, data: SubjectData, overwrite: bool = False) -> Path:
     """Validate ``data`` and write it as a subject dataset at ``path``, atomically.
 
@@ -369,7 +354,7 @@ def write_subject(path: str | os.PathLike, data: SubjectData, overwrite: bool = 
         text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
         (staging / META_FILE).write_text(text, encoding="utf-8")
         _sync_tree(staging)
-        _move_into_place(staging, target)
+        replace_folder(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

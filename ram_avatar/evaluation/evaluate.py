@@ -37,15 +37,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ram_avatar.atomic import staged_folder
 
 MEAN_METRICS = ("psnr", "ssim", "lpips_alex", "lpips_vgg", "tlpips", "fid")
 PER_FRAME = ("psnr", "ssim", "lpips_alex")
@@ -296,10 +296,8 @@ def evaluate_avatar(
     background = float(info.get("background", 0.0) if background is None else background)
     template = load_template(subject.template.name, device=device, model_path=body_model_path)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.writing-{uuid.uuid4().hex[:8]}"
-    (staging / "comparisons").mkdir(parents=True)
-    try:
+    with staged_folder(out) as staging:
+        (staging / "comparisons").mkdir()
         with tempfile.TemporaryDirectory(prefix="ram-avatar-eval-") as cache:
             pred, gt, mask = render_held_out(model, subject, template, frames, background, device, Path(cache), progress)
         metric_mask = mask if masked else None
@@ -324,12 +322,4 @@ def evaluate_avatar(
             report["ood"] = ood
         (staging / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (staging / "metrics.md").write_text(markdown_table(report), encoding="utf-8")
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        if out.exists():
-            os.rename(out, old)
-        os.rename(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return EvalResult(out, frames, report["metrics"], per_frame, pred, gt, mask, ood, {"every_k": k, "background": background})

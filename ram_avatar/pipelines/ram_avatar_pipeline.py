@@ -40,11 +40,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ram_avatar.atomic import staged_folder
 from ram_avatar.body.layout import JOINT_NAMES, PARENTS, SmplxPose
 from ram_avatar.render import Camera
 
@@ -387,10 +386,7 @@ class RamAvatarPipeline:
         from safetensors.torch import save_file
 
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = folder.parent / f".{folder.name}.writing-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
-        try:
+        with staged_folder(folder) as staging:
             net = staging / PARTS["avatar"]
             net.mkdir()
             for name, data in self.avatar_files.items():  # the card first: save_pretrained keeps it
@@ -403,14 +399,6 @@ class RamAvatarPipeline:
                 save_file({"face_landmarks": self.face_rig.contiguous()}, staging / FACE_RIG)
             (staging / MANIFEST).write_text(json.dumps(self.manifest(), indent=2) + "\n", encoding="utf-8")
             (staging / "README.md").write_text(self.model_card(repo_id), encoding="utf-8")
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            if folder.exists():
-                os.rename(folder, old)
-            os.rename(staging, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return folder
 
     def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None, commit_message: str = "Upload ram-avatar avatar"):

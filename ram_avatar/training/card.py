@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ram_avatar.atomic import staged_folder
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "avatar.md"
 UPLOAD_PATTERNS = ["*.safetensors", "*.json", "README.md"]  # weights, config, card: never pickles
@@ -71,21 +71,11 @@ def save_avatar(
     """``model.save_pretrained(folder)`` (config.json + model.safetensors) plus README.md (the card)
     and metrics.json, written in a staging folder and renamed into place."""
     folder = Path(folder)
-    staging = folder.parent / f".{folder.name}.writing-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
+    with staged_folder(folder) as staging:
         # The card first: save_pretrained keeps an existing README.md instead of its generic one.
         avatar_card(model, subject, config, metrics, repo_id).save(staging / "README.md")
         model.save_pretrained(staging)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-        if folder.exists():
-            os.rename(folder, old)
-        os.rename(staging, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 
