@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import imageio.v3 as iio
 import numpy as np
 
@@ -30,3 +32,17 @@ def test_missing_smplx_model_is_a_clear_error_not_a_traceback(tmp_path, capsys, 
     error = capsys.readouterr().err
     assert "smpl-x.is.tue.mpg.de" in error and "Traceback" not in error
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_readme_main_command_animates_the_bundled_example(tmp_path):
+    """``ram-avatar animate examples/avatars/dancer-rt256 examples/motions/... out.mp4``: no
+    download, no training; the avatar appears on a white background."""
+    root = Path(__file__).resolve().parents[1] / "examples"
+    out = tmp_path / "wave.mp4"
+    code = main(["animate", str(root / "avatars" / "dancer-rt256"), str(root / "motions" / "wave_hello.bvh"),
+                 str(out), "--max-frames", "4"])  # fmt: skip
+    assert code == 0
+    video = iio.imread(out, plugin="pyav")
+    assert video.shape == (4, 256, 256, 3)
+    person = (video.min(-1) < 200).mean()
+    assert 0.02 < person < 0.6  # a figure, not an empty or a filled frame
