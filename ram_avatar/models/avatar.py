@@ -62,6 +62,20 @@ def to_rgba(raw: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"rgb": rgba[:, :3], "alpha": rgba[:, 3:]}
 
 
+def texture_map_names(maps: dict[str, torch.Tensor], expanded: bool, previous: bool) -> list[str]:
+    """The UV maps in ``maps`` the texture is sampled through: ``uv``, then ``uv_expanded`` (dual
+    attention) and ``uv_previous`` (temporal attention, unless ``previous_features`` stand in)."""
+    check_maps(maps, "uv", "mask")
+    names = ["uv"]
+    if expanded:
+        check_maps(maps, "uv_expanded", "mask_expanded")
+        names.append("uv_expanded")
+    if previous and "previous_features" not in maps and "uv_previous" in maps:
+        check_maps(maps, "mask_previous")
+        names.append("uv_previous")
+    return names
+
+
 class RamAvatar(
     nn.Module,
     HubModel,
@@ -164,14 +178,7 @@ class RamAvatar(
             in [0, 1]; ``features`` (B, C, h, w): this frame's body features at the attention
             size, to pass as the next frame's ``previous_features``.
         """
-        check_maps(maps, "uv", "mask")
-        names = ["uv"]
-        if self.uses_expanded:
-            check_maps(maps, "uv_expanded", "mask_expanded")
-            names.append("uv_expanded")
-        if self.uses_previous and "previous_features" not in maps and "uv_previous" in maps:
-            check_maps(maps, "mask_previous")
-            names.append("uv_previous")
+        names = texture_map_names(maps, self.uses_expanded, self.uses_previous)
         sampled = dict(zip(names, self.texture.sample([(maps[n], maps[n.replace("uv", "mask")]) for n in names])))
         current = sampled["uv"]
         H, W = current.shape[-2:]

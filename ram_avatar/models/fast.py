@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ram_avatar.models.avatar import RamAvatar, check_maps, encode_parts, to_rgba
+from ram_avatar.models.avatar import RamAvatar, encode_parts, texture_map_names, to_rgba
 from ram_avatar.models.dual_attention import attention_size
 from ram_avatar.models.inputs import prepare_inputs
 from ram_avatar.models.layers import NEGATIVE_SLOPE, ShallowUNet, upsample_to
@@ -250,14 +250,7 @@ class FastRamAvatar(nn.Module):
     @torch.inference_mode()
     def forward(self, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """As ``RamAvatar.forward``: rgb (B, 3, H, W), alpha (B, 1, H, W), features (B, C, h, w)."""
-        check_maps(maps, "uv", "mask")
-        names = ["uv"]
-        if self.uses_expanded:
-            check_maps(maps, "uv_expanded", "mask_expanded")
-            names.append("uv_expanded")
-        if self.uses_previous and "previous_features" not in maps and "uv_previous" in maps:
-            check_maps(maps, "mask_previous")
-            names.append("uv_previous")
+        names = texture_map_names(maps, self.uses_expanded, self.uses_previous)
         sampled = dict(zip(names, self.sample([(maps[n], maps[n.replace("uv", "mask")]) for n in names])))
         body = sampled["uv"]  # (B, H, W, C) pixel-major
         H, W = body.shape[1:3]
