@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import resource
 import statistics
 import tempfile
@@ -43,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from render_speed import STYLEAVATAR_CHANNELS, scene, timed
 
+from ram_avatar.device import device_name
 from ram_avatar.body import load_template
 from ram_avatar.mda.align import align
 from ram_avatar.models import PoseVAE, RamAvatar, StyleUNet, SubjectPoseDecoder, config_image_size
@@ -51,14 +51,6 @@ from ram_avatar.models.dual_attention import attention_size
 from ram_avatar.models.fast import optimize_for_inference
 
 
-def machine_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -202,7 +194,7 @@ def main() -> None:
     configs = args.configs or (["rt-256", "hq-512"] + (["paper-1024"] if args.all or device.type == "cuda" else []))
     import os
 
-    print(f"{machine_name(device)} ({os.cpu_count()} CPUs), {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {device}, batch 1")
+    print(f"{device_name(device)} ({os.cpu_count()} CPUs), {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {device}, batch 1")
     template = load_template("anny", device=device)
     mda = (PoseVAE().to(device).eval(), SubjectPoseDecoder().to(device).eval())
     with tempfile.TemporaryDirectory() as folder:

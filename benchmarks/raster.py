@@ -12,24 +12,16 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
+from ram_avatar.device import device_name
 from ram_avatar.render import Camera, rasterize, render_maps
 
 RESOLUTIONS = (256, 512, 1024)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def median_ms(run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 3) -> float:
@@ -86,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
 
-    print(f"cpu     {cpu_model()} ({os.cpu_count()} cores)")
+    print(f"cpu     {device_name('cpu')} ({os.cpu_count()} cores)")
     if device.type == "cuda":
         print(f"gpu     {torch.cuda.get_device_name(device)}")
     print(f"torch   {torch.__version__}, {torch.get_num_threads()} threads, device {device}")

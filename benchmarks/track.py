@@ -41,6 +41,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's start-up log lines
 import numpy as np
 import torch
 
+from ram_avatar.device import device_name
 from ram_avatar.body import load_template
 from ram_avatar.tracking import detect, fit, pipeline
 
@@ -62,14 +63,6 @@ TIMED = {
     "preview": [(pipeline, "write_preview")],
     "write": [(pipeline, "write_subject")],
 }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 @contextmanager
@@ -143,7 +136,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}")
+    print(f"machine: {device_name('cpu')}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.max_frames} frames per "
           f"clip, {args.resolution}^2 crops, one run each; frames/s per stage:")  # fmt: skip
     load_template("anny", device="cpu")  # built once per process: not part of any clip's time
