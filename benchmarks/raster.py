@@ -2,9 +2,10 @@
 
     python benchmarks/raster.py [--repeats 20] [--device cpu|cuda] [--mesh template|sphere]
 
-Prints the machine, then the template forward (pose -> vertices) and, per resolution, the cost
-of ``rasterize`` and of the full ``render_maps`` (rasterize + UV and canonical maps), both
-without autograd. ``--mesh sphere`` swaps in a synthetic 27,380-triangle sphere.
+Prints the machine, then the template forward (pose -> vertices and normals) and, per
+resolution, the cost of ``rasterize`` and of the full ``render_maps`` (rasterize + UV and
+canonical maps), both without autograd. On the CPU also ``rasterize`` with the vectorised
+z-buffer the GPU uses instead of the compiled CPU loop, timed in the same run, and the ratio. ``--mesh sphere`` swaps in a synthetic 27,380-triangle sphere.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 from ram_avatar.device import device_name
-from ram_avatar.render import Camera, rasterize, render_maps
+from ram_avatar.render import Camera, rasterize, rasterizer, render_maps
 
 RESOLUTIONS = (256, 512, 1024)
 
@@ -97,13 +98,20 @@ def main() -> None:
             mesh = sphere(device)
             print(f"mesh    sphere: {mesh['vertices'].shape[1]} vertices, {len(mesh['faces'])} triangles")
 
-        print("   res  rasterize  render_maps")
+        cpu = device.type == "cpu"
+        print("   res  rasterize  render_maps" + ("  vectorised  ratio" if cpu else ""))
         for resolution in RESOLUTIONS:
             camera = Camera.framing(mesh["vertices"], (resolution, resolution))
             frame = lambda: rasterize(mesh["vertices"], mesh["faces"], camera)  # noqa: E731
             raster = median_ms(frame, device, args.repeats)
             maps = median_ms(lambda: render_maps(**mesh, camera=camera), device, args.repeats)
-            print(f"{resolution:6d} {raster:7.2f} ms {maps:9.2f} ms")
+            row = f"{resolution:6d} {raster:7.2f} ms {maps:9.2f} ms"
+            if cpu:
+                rasterizer.COMPILED_CPU_ZBUFFER = False
+                vectorised = median_ms(frame, device, args.repeats)
+                rasterizer.COMPILED_CPU_ZBUFFER = True
+                row += f" {vectorised:8.2f} ms {vectorised / raster:5.1f}x"
+            print(row)
 
 
 if __name__ == "__main__":

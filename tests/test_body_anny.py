@@ -203,3 +203,16 @@ def test_gradients_reach_pose_and_shape(anny_template):
     out.joints[0, J["left_wrist"], 1].backward()
     assert pose.body_pose.grad[0, BODY["left_shoulder"]].abs().sum() > 0
     assert shape.grad.abs().sum() > 0
+
+
+def test_vertex_normals_are_the_area_weighted_mean_of_adjacent_faces():
+    # A square pyramid (apex up, base open) and a vertex no face uses.
+    vertices = torch.tensor([[0.0, 1, 0], [-1, 0, -1], [1, 0, -1], [1, 0, 1], [-1, 0, 1], [5, 5, 5]])[None]
+    faces = torch.tensor([[0, 2, 1], [0, 3, 2], [0, 4, 3], [0, 1, 4]])
+    normals = vertex_normals(vertices.repeat(2, 1, 1), faces)
+    assert torch.allclose(normals[0, 0], torch.tensor([0.0, 1, 0]), atol=1e-6)  # symmetric apex
+    # A base corner: the mean of its two (equal-area) faces' normals.
+    expected = torch.nn.functional.normalize(torch.tensor([0.0, 1, -1]) + torch.tensor([-1.0, 1, 0]), dim=0)
+    assert torch.allclose(normals[0, 1], expected, atol=1e-6)
+    assert torch.equal(normals[:, 5], torch.zeros(2, 3))
+    assert torch.equal(normals[0], normals[1])

@@ -55,6 +55,13 @@ def edge_values(corners: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return values * area.sign()
 
 
+@pytest.fixture(autouse=True, params=["compiled", "vectorised"])
+def zbuffer(request, monkeypatch):
+    """Every test runs on both z-buffers: the CPU's compiled loop and the GPU's vectorised form."""
+    monkeypatch.setattr(rasterizer_module, "COMPILED_CPU_ZBUFFER", request.param == "compiled")
+    return request.param
+
+
 def cube_camera(size: tuple[int, int] = (64, 64), eye: torch.Tensor = CUBE_EYE) -> Camera:
     return Camera.look_at(eye, torch.zeros_like(eye), focal=90.0, image_size=size)
 
@@ -163,13 +170,38 @@ def test_closed_cube_has_no_holes_and_nearest_face_wins():
     assert facing[fragments.face_ids[0][fragments.mask[0]]].all()
 
 
-def test_chunked_splatting_matches_single_pass(monkeypatch):
+def test_chunked_splatting_matches_single_pass(monkeypatch, zbuffer):
+    if zbuffer == "compiled":
+        pytest.skip("chunking is the vectorised z-buffer's")
     camera = cube_camera((96, 80))
     whole = rasterize(CUBE_VERTICES[None], CUBE_FACES, camera)
     monkeypatch.setattr(rasterizer_module, "MAX_CANDIDATES", 100)
     chunked = rasterize(CUBE_VERTICES[None], CUBE_FACES, camera)
     assert torch.equal(whole.face_ids, chunked.face_ids)
     assert torch.equal(whole.bary, chunked.bary)
+
+
+def test_compiled_and_vectorised_zbuffers_agree_exactly(zbuffer):
+    if zbuffer == "vectorised":
+        pytest.skip("compares both paths itself")
+    # A soup of overlapping triangles at many depths, a batch of two, edges crossing the border.
+    generator = torch.Generator().manual_seed(0)
+    camera = screen_camera((61, 77))
+    pixels = torch.rand(2, 400, 3, 2, generator=generator) * torch.tensor([95.0, 80.0]) - 9
+    sizes = torch.rand(2, 400, 1, 1, generator=generator) * 0.3
+    pixels = pixels[:, :, :1] + (pixels - pixels[:, :, :1]) * sizes  # mostly small triangles
+    depth = 1 + 3 * torch.rand(2, 400, 3, generator=generator)
+    points = camera.unproject(pixels.reshape(2, -1, 2), depth.reshape(2, -1))
+    faces = torch.arange(1200).view(400, 3)
+    cameras = Camera(*(x.expand(2, *x.shape[1:]) for x in (camera.K, camera.R, camera.t)), camera.image_size)
+    for cull in (False, True):
+        compiled = rasterize(points, faces, cameras, cull_backfaces=cull)
+        rasterizer_module.COMPILED_CPU_ZBUFFER = False
+        vectorised = rasterize(points, faces, cameras, cull_backfaces=cull)
+        rasterizer_module.COMPILED_CPU_ZBUFFER = True
+        assert compiled.mask.any() and (~compiled.mask).any()
+        assert torch.equal(compiled.face_ids, vectorised.face_ids)
+        assert torch.equal(compiled.bary, vectorised.bary)
 
 
 def test_background_and_behind_camera():
@@ -412,3 +444,17 @@ def test_matches_pytorch3d():
 def test_pytorch3d_backend_reports_a_missing_install():
     with pytest.raises(ImportError, match="backend='torch'"):
         rasterize(CUBE_VERTICES[None], CUBE_FACES, cube_camera(), backend="pytorch3d")
+
+
+def test_compiled_surface_without_gradients_equals_the_differentiable_one(zbuffer):
+    if zbuffer == "vectorised":
+        pytest.skip("the compiled z-buffer's own barycentrics")
+    camera = cube_camera((70, 90))
+    vertices = (CUBE_VERTICES[None] * torch.tensor([1.0, 1.3, 0.8])).requires_grad_()
+    differentiable = rasterize(vertices, CUBE_FACES, camera)  # grad wanted: PyTorch barycentrics
+    assert differentiable.bary.requires_grad
+    with torch.no_grad():
+        compiled = rasterize(vertices, CUBE_FACES, camera)  # the compiled loop's
+    assert compiled.mask.sum() > 1000
+    for name in ("face_ids", "mask", "bary", "depth"):
+        assert torch.equal(getattr(compiled, name), getattr(differentiable, name).detach()), name

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ram_avatar.body.geometry import vertex_normals
+from ram_avatar.body.geometry import vertex_faces, vertex_normals
 from ram_avatar.body.layout import SmplxPose
 
 
@@ -53,7 +53,10 @@ class BodyTemplate(torch.nn.Module):
             expression: (B or 1, expression_dim) in the template's own space; None = neutral.
         """
         vertices, joints = self.pose_vertices(pose, shape, expression)
-        return BodyOutput(vertices=vertices, joints=joints, normals=vertex_normals(vertices, self.faces))
+        adjacency = getattr(self, "_vertex_faces", None)
+        if adjacency is None or adjacency.device != self.faces.device:  # once per device
+            adjacency = self._vertex_faces = vertex_faces(self.faces, vertices.shape[1])
+        return BodyOutput(vertices=vertices, joints=joints, normals=vertex_normals(vertices, self.faces, adjacency))
 
     def pose_vertices(
         self,

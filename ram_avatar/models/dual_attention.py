@@ -137,6 +137,12 @@ class DualAttention(nn.Module):
         self.temporal = branch() if temporal else None
         self.spatial_out = nn.Conv2d(hidden, channels, 3, padding=1) if spatial else None
         self.temporal_out = nn.Conv2d(hidden, channels, 3, padding=1) if temporal else None
+        # The attention term starts at zero, so that F_body starts as the texture's F_cur and
+        # the (initially random) attention cannot blur it while the renderer is still learning.
+        for out in (self.spatial_out, self.temporal_out):
+            if out is not None:
+                nn.init.zeros_(out.weight)
+                nn.init.zeros_(out.bias)
 
     def forward(
         self,

@@ -8,8 +8,8 @@ What changes, and why (measured on 2 AMD EPYC cores, ``benchmarks/animate.py``):
 - The StyleUNet's style is a constant of the avatar (the learned latent through the mapping MLP;
   ``RamAvatar.forward`` never passes another), so every modulated / demodulated conv is folded
   into a plain conv with the style already in its weights: exact up to float rounding.
-- Each decoder level's ``ToWavelet`` (a 1x1 conv to 4 Haar sub-bands per channel) followed by
-  the inverse Haar transform is one 1x1 conv (the transform folded into its weights) and a
+- The finest decoder level's ``ToImage`` (a 1x1 conv to 4 Haar sub-bands per channel) followed
+  by the inverse Haar transform is one 1x1 conv (the transform folded into its weights) and a
   ``pixel_shuffle``: exact up to float rounding, and a dozen full-resolution elementwise ops fewer.
 - The neural texture's Laplacian pyramid is summed into one texture at the finest size (one
   ``grid_sample`` instead of one per level). This one is *not* exact: a bilinear sample of the
@@ -103,8 +103,11 @@ class FoldedStyleUNet(nn.Module):
                     convs.append(conv)
                 self.up.append(convs)
             self.to_image = nn.ModuleList()
-            for head in unet.to_wavelet:
-                weight, bias = fold_wavelet(fold_modulated(head.conv, style)[..., 0, 0], head.bias.view(-1))
+            self.shuffle = [head.wavelet for head in unet.to_image]
+            for head in unet.to_image:
+                weight, bias = fold_modulated(head.conv, style)[..., 0, 0], head.bias.view(-1)
+                if head.wavelet:
+                    weight, bias = fold_wavelet(weight, bias)
                 linear = nn.Linear(weight.shape[1], weight.shape[0])  # a 1x1 conv on pixel-major maps
                 linear.weight.copy_(weight.to(dtype))
                 linear.bias.copy_(bias.to(dtype))
@@ -125,8 +128,9 @@ class FoldedStyleUNet(nn.Module):
             out = skips[k] if out is None else torch.cat([upsample_to(out, skips[k].shape[-2:]), skips[k]], 1)
             for conv in self.up[k]:
                 out = F.leaky_relu(conv(out), NEGATIVE_SLOPE)
-            coefficients = self.to_image[k](out.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-            level = F.pixel_shuffle(coefficients, 2)
+            level = self.to_image[k](out.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            if self.shuffle[k]:
+                level = F.pixel_shuffle(level, 2)
             image = level if image is None else level + upsample_to(image, level.shape[-2:])
         return image[..., :H, :W]
 

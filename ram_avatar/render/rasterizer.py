@@ -1,4 +1,4 @@
-"""A vectorised pure-PyTorch triangle rasterizer (z-buffer, nearest face per pixel).
+"""A triangle rasterizer (z-buffer, nearest face per pixel) in PyTorch, with a compiled CPU z-buffer.
 
 Conventions: OpenCV cameras and pixel coordinates as in :mod:`ram_avatar.render.camera`; every
 pixel is sampled at its centre (j + 0.5, i + 0.5).
@@ -12,9 +12,12 @@ How it works (no Python loop over pixels or triangles):
 2. Enumerate the pixel centres in every triangle's bounding box (a body at 256^2 makes ~50k such
    candidates), test them with incremental edge functions, and reduce them into a z-buffer with
    one ``scatter_reduce(amax)`` on int64 keys ``bits(1/z) << 32 | face``: the nearest covering
-   surface wins (exact depth ties: the later face).
+   surface wins (exact depth ties: the later face). On the CPU the same rules run as a loop over
+   the triangles compiled with Numba (:mod:`ram_avatar.render.cpu_zbuffer`), several times
+   faster there than the vectorised form, which stays the GPU path.
 3. Compute barycentrics for the winning face of each covered pixel only, in floating point from
-   the unsnapped projection, so they are differentiable w.r.t. the vertices.
+   the unsnapped projection, so they are differentiable w.r.t. the vertices. (On the CPU, when no
+   gradient is wanted, the compiled loop computes the same values with the same float steps.)
 
 Everything is kept in contiguous 1-D tensors: on CPU, strided, broadcast, int64 and ``where``
 elementwise ops, row gathers and transposes are several times slower than 1-D float ops and
@@ -39,6 +42,9 @@ GUARD_BAND = 2.0**15
 # triangle whose bounding box alone holds more pixels is still processed in one go.
 MAX_CANDIDATES = 1 << 16
 _COVERED = 1 << 32  # z-buffer keys of covered pixels are >= this (their depth bits are > 0)
+# On the CPU, use the compiled z-buffer loop (tests switch this off to run the GPU's vectorised
+# path on the CPU).
+COMPILED_CPU_ZBUFFER = True
 
 
 @dataclass
@@ -96,8 +102,16 @@ def rasterize(
 
     u, v, z, corners = _project(vertices, faces, camera)
     X, Y = _fixed_point(u, v, z, near)
-    keys, face = _zbuffer(X, Y, z.detach(), corners, faces.shape[0], (B, H, W), cull_backfaces)
-    return _fragments(keys, face, (u, X), (v, Y), z, corners, faces.shape[0], (B, H, W))
+    differentiable = torch.is_grad_enabled() and z.requires_grad
+    if X.device.type == "cpu" and COMPILED_CPU_ZBUFFER and not differentiable and z.dtype == torch.float32:
+        # Nothing to differentiate: the compiled loop also gives the barycentrics and depth.
+        from ram_avatar.render.cpu_zbuffer import zbuffer_cpu
+
+        surface = zbuffer_cpu(X, Y, z, corners, (B, H, W), faces.shape[0], cull_backfaces, surface=True)
+        face_ids, mask, bary, depth = (x.view(B, H, W, -1).squeeze(-1) for x in surface)
+        return Fragments(face_ids, bary, depth, mask)
+    winner = _winners(X, Y, z.detach(), corners, faces.shape[0], (B, H, W), cull_backfaces)
+    return _fragments(winner, (u, X), (v, Y), z, corners, faces.shape[0], (B, H, W))
 
 
 def _batched(camera: Camera, batch_size: int) -> Camera:
@@ -129,6 +143,31 @@ def _fixed_point(
         one = float(1 << SUBPIXEL_BITS)
         nan_if_invalid = valid.float().log_().mul_(0)  # 0 * log(1) = 0, 0 * log(0) = NaN
         return (u.float() * one).round_().add_(nan_if_invalid), (v.float() * one).round_()
+
+
+def _winners(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    z: torch.Tensor,
+    corners: list[torch.Tensor],
+    num_faces: int,
+    shape: tuple[int, int, int],
+    cull_backfaces: bool,
+) -> torch.Tensor:
+    """The nearest triangle at each pixel centre, (B*H*W,) long as b * F + f, -1 where none.
+
+    Arguments as for ``_zbuffer``. On the CPU a compiled loop over the triangles
+    (:mod:`ram_avatar.render.cpu_zbuffer`, same rules, several times faster); elsewhere the
+    vectorised ``_zbuffer``.
+    """
+    if X.device.type == "cpu" and COMPILED_CPU_ZBUFFER:
+        from ram_avatar.render.cpu_zbuffer import zbuffer_cpu  # numba: imported only when used
+
+        return zbuffer_cpu(X, Y, z, corners, shape, num_faces, cull_backfaces)[0]
+    keys, face = _zbuffer(X, Y, z, corners, num_faces, shape, cull_backfaces)
+    winner = torch.full_like(keys, -1)
+    pix = (keys >= _COVERED).nonzero().squeeze(1)
+    return winner.index_copy_(0, pix, face.index_select(0, keys.index_select(0, pix) & 0xFFFFFFFF))
 
 
 def _zbuffer(
@@ -264,8 +303,7 @@ def _chunks(counts: torch.Tensor) -> list[tuple[int, int]]:
 
 
 def _fragments(
-    keys: torch.Tensor,
-    face: torch.Tensor,
+    winner: torch.Tensor,
     u: tuple[torch.Tensor, torch.Tensor],
     v: tuple[torch.Tensor, torch.Tensor],
     z: torch.Tensor,
@@ -275,11 +313,12 @@ def _fragments(
 ) -> Fragments:
     """Barycentrics and depth of the winning face at each covered pixel (differentiable).
 
-    ``u`` and ``v`` are pairs (projected vertex pixels (B*V,), their fixed-point snap)."""
+    ``winner`` (B*H*W,) from ``_winners``; ``u`` and ``v`` are pairs (projected vertex pixels
+    (B*V,), their fixed-point snap)."""
     B, H, W = shape
-    mask = keys >= _COVERED
+    mask = winner >= 0
     pix = mask.nonzero().squeeze(1)  # (P,) covered pixels, flat over (B, H, W)
-    winner = face.index_select(0, keys.index_select(0, pix) & 0xFFFFFFFF)  # (P,) as b * F + f
+    winner = winner.index_select(0, pix)  # (P,) as b * F + f
     corner = [c.index_select(0, winner) for c in corners]
     # Pixel centres (float: int64 division is slow on CPU).
     flat = pix.double()
@@ -307,7 +346,7 @@ def _fragments(
     bary = [w / total for w in weights]
     surface_depth = bary[0] * zs[0] + bary[1] * zs[1] + bary[2] * zs[2]
 
-    face_ids = torch.full((B * H * W,), -1, dtype=torch.long, device=keys.device)
+    face_ids = torch.full((B * H * W,), -1, dtype=torch.long, device=pix.device)
     face_ids.index_copy_(0, pix, winner % num_faces)
     bary_image = z.new_zeros(B * H * W, 3).index_copy(0, pix, torch.stack(bary, -1))
     return Fragments(
@@ -415,8 +454,7 @@ def soft_silhouette(
     radius = max(1, math.ceil(3 * sigma))
     with torch.no_grad():
         X, Y = _fixed_point(u, v, z, near)
-        keys, _ = _zbuffer(X, Y, z.detach(), corners, faces.shape[0], (B, H, W), False)
-        hard = (keys >= _COVERED).view(B, H, W)
+        hard = (_winners(X, Y, z.detach(), corners, faces.shape[0], (B, H, W), False) >= 0).view(B, H, W)
         start, end = _outline(u, v, z, corners, faces, hard, near)  # (E,) vertex indices
         # The band: pixels with both covered and uncovered pixels within the radius.
         mask = hard.to(u.dtype)[:, None]
