@@ -94,8 +94,14 @@ def test_outputs_are_clamped_with_a_gradient_that_brings_them_back():
     raw = torch.tensor([2.0, -3.0, 0.1, 0.2]).view(1, 4, 1, 1).requires_grad_()
     out = to_rgba(raw)
     assert out["rgb"].flatten().tolist() == pytest.approx([1.0, 0.0, 0.6]) and out["alpha"].item() == pytest.approx(0.7)
-    (out["rgb"].sum() + out["alpha"].sum()).backward()
-    assert raw.grad.flatten().tolist() == [1.0, 1.0, 1.0, 1.0]  # a sigmoid would give ~0 for the first two
+    # Losses that want every output higher: the value below 0 gets a gradient (a sigmoid would give
+    # ~0), the one above 1 gets none, since following it would push it further out.
+    (-(out["rgb"].sum() + out["alpha"].sum())).backward()
+    assert raw.grad.flatten().tolist() == [0.0, -1.0, -1.0, -1.0]
+    raw.grad = None
+    out = to_rgba(raw)
+    (out["rgb"].sum() + out["alpha"].sum()).backward()  # ... and lower: the mirror image
+    assert raw.grad.flatten().tolist() == [1.0, 0.0, 1.0, 1.0]
 
 
 def brute_force_criss_cross(query, key, value, power):
