@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pipeline_fixture
 import pytest
 import torch
 
@@ -17,16 +18,10 @@ from ram_avatar.render import Camera, render_maps
 pytest.importorskip("mediapipe", reason="the avatar's face map draws mediapipe's face mesh")
 
 N, SIZE = 12, 48
-# A tiny RamAvatar / BaselineUNet so that a step takes a fraction of a second on one core.
-TINY = dict(
-    texture_size=32, texture_channels=6, texture_levels=2, attention_hidden=4, attention_downsample=4,
-    face_code_channels=3, map_hidden=4, map_channels=3, widths=[8, 12, 16], style_dim=8, decoder_convs=1,
-)  # fmt: skip
-FAST = dict(
-    batch_size=2, warmup_steps=2, discriminator_channels=8, discriminator_layers=2, held_out_every=4,
-    eval_every=1000, checkpoint_every=1000, preview_every=1000, log_every=1, lr=1e-2, lr_discriminator=1e-2,
-    hand_crop_size=16, perceptual_size=32, perceptual=0.0, hand_perceptual=0.0,
-)  # fmt: skip
+# The pipeline tests' tiny RamAvatar / BaselineUNet and fast settings (a step takes a fraction of
+# a second on one core), here with a 2-level texture pyramid and VGG at 32^2.
+TINY = {**pipeline_fixture.TINY, "texture_levels": 2}
+FAST = {**pipeline_fixture.FAST, "perceptual_size": 32}
 # VGG16 costs most of a step on a CPU: only the finished run (``trained``) uses the perceptual terms.
 
 

@@ -43,7 +43,7 @@ from ram_avatar.models.avatar import RamAvatar, encode_parts, texture_map_names,
 from ram_avatar.models.dual_attention import attention_size
 from ram_avatar.models.inputs import prepare_inputs
 from ram_avatar.models.layers import NEGATIVE_SLOPE, ShallowUNet, upsample_to
-from ram_avatar.models.style_unet import ModulatedConv2d, StyleUNet
+from ram_avatar.models.style_unet import ModulatedConv2d, StyleUNet, encode_pyramid
 
 # Inverse Haar transform as a table: output pixel (dy, dx) of a 2x2 block = sum over the
 # sub-bands [LL, LH, HL, HH] of sign / 2 times the coefficient (see layers.haar_idwt).
@@ -116,13 +116,7 @@ class FoldedStyleUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
-        multiple = 2 ** (len(self.down) + 1)
-        if H % multiple or W % multiple:
-            x = F.pad(x, (0, -W % multiple, 0, -H % multiple))
-        x = x.contiguous(memory_format=torch.channels_last)
-        skips = [self.stem(x)]
-        for down in self.down:
-            skips.append(down(skips[-1]))
+        skips = encode_pyramid(x, self.stem, self.down)
         out, image = None, None
         for k in reversed(range(len(skips))):
             out = skips[k] if out is None else torch.cat([upsample_to(out, skips[k].shape[-2:]), skips[k]], 1)

@@ -93,6 +93,21 @@ class ToImage(nn.Module):
         return haar_idwt(out) if self.wavelet else out
 
 
+def encode_pyramid(x: torch.Tensor, stem: nn.Module, down: nn.ModuleList) -> list[torch.Tensor]:
+    """The encoder pyramid: (B, C, H, W) -> skips, finest first (level k at H / 2^(k+1)).
+
+    The input is padded at the bottom / right to the pyramid's multiple (the caller crops)."""
+    H, W = x.shape[-2:]
+    multiple = 2 ** (len(down) + 1)
+    if H % multiple or W % multiple:
+        x = F.pad(x, (0, -W % multiple, 0, -H % multiple))
+    x = x.contiguous(memory_format=torch.channels_last)  # CPU convs: ~2x faster
+    skips = [stem(x)]
+    for level in down:
+        skips.append(level(skips[-1]))
+    return skips
+
+
 class StyleUNet(nn.Module):
     """(B, in_channels, H, W) feature maps -> (B, out_channels, H, W), any H, W.
 
@@ -142,14 +157,8 @@ class StyleUNet(nn.Module):
     def forward(self, x: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, in_channels, H, W); latent: optional (1 or B, style_dim) -> (B, out_channels, H, W)."""
         H, W = x.shape[-2:]
-        multiple = 2 ** (len(self.down) + 1)
-        if H % multiple or W % multiple:
-            x = F.pad(x, (0, -W % multiple, 0, -H % multiple))
-        x = x.contiguous(memory_format=torch.channels_last)  # CPU convs: ~2x faster
         style = self.style(latent)
-        skips = [self.stem(x)]
-        for down in self.down:
-            skips.append(down(skips[-1]))
+        skips = encode_pyramid(x, self.stem, self.down)
         out, image = None, None
         for k in reversed(range(len(skips))):
             out = skips[k] if out is None else torch.cat([upsample_to(out, skips[k].shape[-2:]), skips[k]], 1)

@@ -114,7 +114,9 @@ def _rasterize_triangles(X, Y, inverse_depth, z, corners, faces_per_item, H, W, 
         w0 = inverse_depth[i0] / abs(area)
         w1 = inverse_depth[i1] / abs(area)
         w2 = inverse_depth[i2] / abs(area)
-        base = (t // faces_per_item) * H * W
+        item = t // faces_per_item
+        base = item * H * W
+        label = t - item * faces_per_item if surface else t  # face id f, or b * F + f
         for i in range(i_low, i_high):
             py = i * SUBPIXEL + half
             for j in range(j_low, j_high):
@@ -127,9 +129,8 @@ def _rasterize_triangles(X, Y, inverse_depth, z, corners, faces_per_item, H, W, 
                     pixel = base + i * W + j
                     if inv_z >= best[pixel]:
                         best[pixel] = inv_z
-                        winner[pixel] = t
+                        winner[pixel] = label
                         if surface:  # the float32 steps of rasterizer._fragments, in its order
-                            winner[pixel] = t - base // (H * W) * faces_per_item  # face id f
                             mask[pixel] = True
                             total = e0 + e1 + e2
                             p0 = np.float32(e0 / total) / z[i0]
