@@ -216,3 +216,21 @@ def test_vertex_normals_are_the_area_weighted_mean_of_adjacent_faces():
     assert torch.allclose(normals[0, 1], expected, atol=1e-6)
     assert torch.equal(normals[:, 5], torch.zeros(2, 3))
     assert torch.equal(normals[0], normals[1])
+
+
+def test_posing_without_gradients_is_the_closed_form_of_annys_forward(anny_template):
+    """Without gradients the template poses in closed form with the shape's rest mesh cached
+    (``pose_points``): the same vertices and joints as Anny's own forward, for any pose, shape,
+    expression and jaw, and a new shape is not served from the old shape's cache."""
+    generator = torch.Generator().manual_seed(3)
+    B = 2
+    pose = SmplxPose.from_full(0.4 * torch.randn(B, 55, 3, generator=generator), torch.randn(B, 3, generator=generator))
+    pose.jaw_pose = torch.tensor([0.3, 0.1, 0.0]).repeat(B, 1)
+    expression = 0.5 * torch.rand(B, anny_template.expression_dim, generator=generator)
+    for shape in (None, torch.rand(1, 6, generator=generator), torch.rand(B, 6, generator=generator), None):
+        for face in (None, expression):
+            full = anny_template.pose_vertices(pose, shape, face)  # gradients on: Anny's forward
+            with torch.no_grad():
+                closed = anny_template.pose_vertices(pose, shape, face)
+            for got, expected in zip(closed, full):
+                assert (got - expected).abs().max() < 1e-5

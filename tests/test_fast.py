@@ -89,6 +89,34 @@ def test_collapsed_texture_is_within_tolerance_and_exact_for_smooth_coarse_level
     torch.testing.assert_close(got["rgb"], expected["rgb"], atol=EXACT, rtol=0)
 
 
+def test_compiled_texture_sampling_matches_grid_sample(anny_template, scene, monkeypatch):
+    """The Numba texture kernel (a CPU's default) gives what ``grid_sample`` + placing does."""
+    import ram_avatar.models.fast as fast_module
+
+    model = randomized(RamAvatar(**TINY))
+    maps = maps_for(model, anny_template, scene)
+    fast = optimize_for_inference(model)
+    with torch.no_grad():
+        compiled = fast(maps)
+        monkeypatch.setattr(fast_module, "COMPILED_CPU_TEXTURE", False)
+        plain = fast(maps)
+    for key in ("rgb", "alpha", "features"):
+        torch.testing.assert_close(compiled[key], plain[key], atol=EXACT, rtol=0)
+
+
+def test_fast_avatar_at_a_frame_size_off_every_multiple(anny_template, scene):
+    """Sides that are not multiples of 4 or of the attention cell: U-Nets run whole, the texture
+    box is the frame, the encoder pads; still the eager model's output."""
+    pose, camera, face = scene
+    model = randomized(RamAvatar(**TINY))
+    maps = model.prepare_inputs(anny_template, pose, camera.resize((62, 70)), face_points=face)
+    with torch.no_grad():
+        expected, got = model(maps), optimize_for_inference(model, collapse_texture=False)(maps)
+    assert got["rgb"].shape == (2, 3, 62, 70)
+    for key in ("rgb", "alpha", "features"):
+        torch.testing.assert_close(got[key], expected[key], atol=EXACT, rtol=0)
+
+
 def test_collapse_sums_the_levels_at_the_finest_size():
     fine, coarse = torch.randn(1, 3, 8, 8), torch.full((1, 3, 4, 4), 2.0)
     torch.testing.assert_close(collapse_pyramid([fine, coarse]), (fine + 2).permute(0, 2, 3, 1))
@@ -118,3 +146,26 @@ def test_windowed_shallow_unet_equals_the_full_one():
         torch.testing.assert_close(WindowedShallowUNet(unet, groups=2)(x), unet(x), atol=EXACT, rtol=0)
         odd = x[..., :158, :]  # not a multiple of 4: the plain U-Net
         torch.testing.assert_close(WindowedShallowUNet(unet, groups=2)(odd), unet(odd), atol=EXACT, rtol=0)
+
+
+def test_a_batch_of_consecutive_frames_renders_as_a_stream(anny_template, scene):
+    """``previous_features`` (1, C, h, w) with a batch: the frame before the first, each later
+    frame taking its predecessor's features; the same as rendering the frames one by one."""
+    model = randomized(RamAvatar(**TINY))
+    with torch.no_grad():  # a strong temporal branch, so that using the wrong predecessor shows
+        model.attention.temporal.query.weight.mul_(30)
+        model.attention.temporal_out.weight.mul_(10)
+    maps = {k: v for k, v in maps_for(model, anny_template, scene).items() if not k.endswith("previous")}
+    start = 5 * torch.randn(1, *model(maps)["features"].shape[1:])  # far from frame 0's
+    for net in (model, optimize_for_inference(model)):
+        with torch.no_grad():
+            batched = net({**maps, "previous_features": start})
+            previous, frames = start, []
+            for i in range(len(maps["uv"])):
+                out = net({**{k: v[i : i + 1] for k, v in maps.items()}, "previous_features": previous})
+                previous = out["features"]
+                frames.append(out["rgb"])
+            broadcast = net({**maps, "previous_features": start.expand(len(maps["uv"]), -1, -1, -1)})
+        torch.testing.assert_close(batched["rgb"], torch.cat(frames), atol=EXACT, rtol=0)
+        # the predecessor matters: measured 0.01, 1000x the tolerance above
+        assert (broadcast["rgb"][1] - batched["rgb"][1]).abs().max() > 100 * EXACT

@@ -179,6 +179,21 @@ def test_hand_skeleton_draws_on_the_bone_only():
     torch.testing.assert_close(batch[1], skeleton[0])
 
 
+def test_hand_skeleton_canvas_is_a_crop_of_the_frame():
+    """Drawing only a crop (the fast path's hand windows) gives the frame's pixels there, exactly,
+    for crops that cut through a hand or hold none of it."""
+    keypoints = torch.zeros(2, 2, 21, 3)
+    generator = torch.Generator().manual_seed(0)
+    keypoints[:, 0, :, :2] = torch.tensor([12.0, 20.0]) + 8 * torch.rand(2, 21, 2, generator=generator)
+    keypoints[:, 1, :, :2] = torch.tensor([30.0, 5.0]) + 8 * torch.rand(2, 21, 2, generator=generator)
+    keypoints[..., 2] = 1.0
+    keypoints[1, 1, :, 2] = 0  # the second item's right hand: undetected
+    frame = draw_hand_skeleton(keypoints, (40, 48), sigma=1.0)
+    for y0, y1, x0, x1 in [(16, 32, 8, 24), (0, 12, 28, 48), (20, 40, 0, 16), (0, 8, 0, 8), (0, 40, 0, 48)]:
+        crop = draw_hand_skeleton(keypoints, (40, 48), sigma=1.0, canvas=(y0, y1, x0, x1))
+        assert torch.equal(crop, frame[..., y0:y1, x0:x1])
+
+
 def test_hand_map_shape_and_keypoint_layout_check():
     hand = HandMap(hidden=4, out_channels=16)
     assert hand(synthetic_maps(H=21, W=17)["hand_keypoints"], (21, 17)).shape == (2, 16, 21, 17)

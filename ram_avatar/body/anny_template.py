@@ -207,6 +207,8 @@ class AnnyTemplate(BodyTemplate):
             torch.tensor([labels.index(JOINT_TO_BONE.get(j, "head")) for j in JOINT_NAMES]),
             persistent=False,
         )
+        facial = [list(model.blendshape_labels).index(f"facial_action:{a}") for a in self.expression_labels]
+        self.register_buffer("_facial_rows", torch.tensor(facial), persistent=False)  # blendshape rows
         with torch.no_grad():
             rest = model(pose_parameterization="local-ref")  # identity deltas: Anny's rest pose
             heads = rest["bone_poses"][0, :, :3, 3]  # (104, 3)
@@ -327,6 +329,8 @@ class AnnyTemplate(BodyTemplate):
         expression: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         shape = self.default_shape() if shape is None else shape
+        if not torch.is_grad_enabled():  # no gradient to record: the closed form (same values)
+            return self.pose_points(pose, shape, expression)
         out = self.model(
             pose_parameters=self.anny_pose(pose),
             phenotype_kwargs=shape.to(self.A.dtype),
@@ -337,6 +341,43 @@ class AnnyTemplate(BodyTemplate):
         joints = self._joints(bone_poses[..., :3, 3], bone_poses[:, self.head_bone, :3, :3])
         # Back to the SMPL-X frame: v_smplx = A^T v_anny, i.e. v @ A for row vectors.
         return out["vertices"] @ self.A, joints @ self.A
+
+    def _shape_rest(self, shape: torch.Tensor, vertex_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """What posing needs from the shape (1 or B, 6) alone: the bones' rest ``heads`` (., 104, 3),
+        reference orientations ``U`` and ``to_reference`` (., 104, 3, 3), parent ``offsets``
+        (., 104, 3), the neutral rest ``points`` (., M, 3) and skinning ``weights`` (M, 104) of
+        ``vertex_ids`` (None: all). Without gradients, all vertices: kept for the last shape seen."""
+        from anny.skinning import skinning
+
+        model = self.model
+        cacheable = vertex_ids is None and not torch.is_grad_enabled()
+        key = (shape.device, shape.dtype, tuple(shape.shape), shape.detach().cpu().numpy().tobytes()) if cacheable else None
+        cached = getattr(self, "_rest_cache", None)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        _, phenotypes, local_changes, _ = model.get_tensor_inputs(None, shape.to(self.A.dtype), None, None)
+        actions = torch.zeros(1, self.expression_dim, dtype=self.A.dtype, device=self.A.device)
+        # Anny's forward computes these per frame; its (private, anny==0.6.2 pinned) helper once.
+        neutral = model._get_phenotype_blendshape_coefficients(phenotypes, local_changes, actions)
+        bones = model.get_rest_model(neutral)["rest_bone_poses"]  # (1 or B, 104, 4, 4)
+        R, h = bones[..., :3, :3], bones[..., :3, 3]
+        U = R if model.reference_bone_orientations is None else model.reference_bone_orientations.expand_as(R)
+        parent = self.bone_parents
+        to_reference = U @ R.transpose(-1, -2)  # Anny's A_b (the root's unused)
+        ids = slice(None) if vertex_ids is None else vertex_ids
+        rest = {
+            "heads": h,
+            "U": U,
+            "to_reference": to_reference,
+            "offsets": (to_reference[:, parent] @ (h - h[:, parent])[..., None])[..., 0],  # root: 0
+            "points": skinning.apply_linear_blendshape(model.template_vertices[ids], model.blendshapes[:, ids], neutral),
+            "weights": skinning.dense_bone_weights(
+                model.vertex_bone_weights[ids], model.vertex_bone_indices[ids], model.bone_count
+            ),  # (M, 104)
+        }
+        if key is not None:
+            self._rest_cache = (key, rest)
+        return rest
 
     @property
     def head_bone(self) -> int:
@@ -354,61 +395,55 @@ class AnnyTemplate(BodyTemplate):
         pose: SmplxPose,
         shape: torch.Tensor | None,
         expression: torch.Tensor | None,
-        vertex_ids: torch.Tensor,
+        vertex_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``pose_vertices`` for a few vertices only: posed ``vertices[:, vertex_ids]`` (B, M, 3)
-        and joints (B, 55, 3), the same values (to float round-off) at a fraction of the cost.
+        """``pose_vertices`` in closed form: posed ``vertices[:, vertex_ids]`` (B, M, 3) (all
+        vertices for ``vertex_ids=None``) and joints (B, 55, 3), the same values (to float
+        round-off) at a fraction of the cost. ``pose_vertices`` uses it whenever no gradient is
+        recorded; the fit uses it with gradients for its few landmark vertices.
 
-        What a full forward spends its time on (CPU, with gradients): the rest mesh of every frame
-        (188 blendshapes x 13,718 vertices), its skinning, the phenotype coefficients recomputed
-        per frame, and forward kinematics one level of the 17-level bone tree at a time. Here:
+        What Anny's forward spends its time on (CPU): the rest mesh of every frame (188
+        blendshapes x 13,718 vertices), its skinning, the phenotype coefficients recomputed per
+        frame, and forward kinematics one level of the 17-level bone tree at a time. Here:
 
-        * the shape's blendshape coefficients and the bones' rest poses come from Anny once per
-          shape (facial actions move no bone in Anny, only vertices);
+        * everything that depends on the shape alone (``_shape_rest``: blendshape coefficients,
+          the bones' rest poses, the neutral rest mesh) is computed once per shape, and kept
+          while the shape stays the same and needs no gradient (a driven avatar's); facial
+          actions move no bone in Anny, only vertices, so per frame only the active facial
+          blendshapes are added;
         * the posed bones are the closed form of Anny's ``local-ref`` kinematics for the deltas
           ``anny_pose`` makes (``D_b = V_parent^T V_b``): bone b's orientation is
           ``U_0^T V_b U_b`` (``U``: Anny's reference orientations) and its head
           ``U_0^T (t + sum over its ancestors a, root excluded, of V_parent(a) o_a)``, ``o_a``
           being Anny's reference offset of a from its parent: one matrix product for all bones;
-        * only ``vertex_ids`` are blended (with the per-frame facial actions) and skinned, by
-          Anny's own blendshape and skinning functions.
+        * skinning is one (M, 104) x (104, 12) product of dense bone weights and bone transforms.
         """
-        from anny.skinning import skinning
-
-        model = self.model
         shape = self.default_shape() if shape is None else shape
         actions = self.facial_actions(pose, expression)  # (B, 52)
-        _, phenotypes, local_changes, _ = model.get_tensor_inputs(None, shape.to(self.A.dtype), None, None)
-        # Anny's forward computes these per frame; its (private, anny==0.6.2 pinned) helper once.
-        neutral = model._get_phenotype_blendshape_coefficients(phenotypes, local_changes, actions[:1] * 0)
-        rest = model.get_rest_model(neutral)["rest_bone_poses"]  # (1 or B, 104, 4, 4)
-        R, h = rest[..., :3, :3], rest[..., :3, 3]
-        U = R if model.reference_bone_orientations is None else model.reference_bone_orientations.expand_as(R)
+        rest = self._shape_rest(shape, vertex_ids)
+        h, U, to_reference = rest["heads"], rest["U"], rest["to_reference"]
         parent = self.bone_parents
-        to_reference = U @ R.transpose(-1, -2)  # Anny's A_b (the root's unused)
-        offsets = (to_reference[:, parent] @ (h - h[:, parent])[..., None])[..., 0]  # (., 104, 3), root 0
 
         # Posed bones up to the rigid turn U_0^T common to all, applied to the results at the end.
         # einsum: on the CPU, 3x3 products over all bones are ~2x faster than batched matmul.
         v = self.bone_rotations(pose)  # (B, 104, 3, 3)
-        steps = torch.einsum("...ij,...j->...i", v[:, parent], offsets)  # (B, 104, 3)
+        steps = torch.einsum("...ij,...j->...i", v[:, parent], rest["offsets"])  # (B, 104, 3)
         root = (pose.transl.to(v.dtype) @ self.A.T)[:, None]  # (B, 1, 3) Anny's root rests at the origin
         heads = root + torch.einsum("ba,nai->nbi", self.bone_ancestors, steps)  # (B, 104, 3)
         skin = torch.einsum("...ij,...jk->...ik", v, to_reference)  # posed x rest^-1 rotations
         transforms = torch.cat([skin, (heads - torch.einsum("...ij,...j->...i", skin, h))[..., None]], dim=-1)
 
-        labels = model.blendshape_labels
-        facial = [labels.index(f"facial_action:{name}") for name in self.expression_labels]
-        coefficients = neutral.expand(len(actions), -1).index_add(
-            1, torch.tensor(facial, device=actions.device), actions
-        )  # (B, C): what Anny's forward blends, its facial rows being 0 in ``neutral``
-        rest_points = skinning.apply_linear_blendshape(
-            model.template_vertices[vertex_ids], model.blendshapes[:, vertex_ids], coefficients
-        )  # (B, M, 3)
-        weights = skinning.dense_bone_weights(
-            model.vertex_bone_weights[vertex_ids], model.vertex_bone_indices[vertex_ids], model.bone_count
-        )  # (M, 104)
-        vertices = skinning.dense_linear_blend_skinning(rest_points, weights, transforms)
+        facial, points = self._facial_rows, rest["points"]  # points: (1 or B, M, 3) neutral rest
+        if vertex_ids is None:
+            active = actions.abs().amax(0).nonzero()[:, 0]  # usually a few (the jaw) or none
+            facial, actions = facial[active], actions[:, active]
+        # The neutral coefficients' facial rows are 0: the facial blendshapes add on top.
+        blendshapes = self.model.blendshapes.index_select(0, facial)
+        if vertex_ids is not None:
+            blendshapes = blendshapes[:, vertex_ids]
+        points = points + torch.einsum("cpd,bc->bpd", blendshapes, actions)  # (B, M, 3)
+        blend = torch.einsum("mj,bjk->bmk", rest["weights"], transforms.flatten(-2)).unflatten(-1, (3, 4))
+        vertices = torch.einsum("bmij,bmj->bmi", blend[..., :3], points) + blend[..., 3]
         joints = self._joints(heads, v[:, self.head_bone] @ U[:, self.head_bone])
         # U_0^T, then back to the SMPL-X frame, for row vectors.
         turn = U[:, 0] @ self.A  # (1 or B, 3, 3)

@@ -92,6 +92,19 @@ def texture_map_names(maps: dict[str, torch.Tensor], expanded: bool, previous: b
     return names
 
 
+def previous_features(maps: dict[str, torch.Tensor], pooled: torch.Tensor) -> torch.Tensor | None:
+    """The temporal attention's previous-frame features (B, C, h, w) from ``maps``, or None.
+
+    ``previous_features`` is either one map per frame (B, C, h, w), or, for a batch of B
+    consecutive frames of one stream, (1, C, h, w): the features of the frame before the first,
+    each later frame taking its predecessor's ``pooled`` (B, C, h, w) ones (the features depend
+    on the frame's own texture only, so a streamed chunk can render as one batch)."""
+    previous = maps.get("previous_features")
+    if previous is not None and previous.shape[0] == 1 and pooled.shape[0] > 1:
+        previous = torch.cat([previous, pooled[:-1]])
+    return previous
+
+
 class RamAvatar(
     nn.Module,
     HubModel,
@@ -186,8 +199,9 @@ class RamAvatar(
 
         Args:
             maps: from ``prepare_inputs``; for temporal attention either ``uv_previous`` /
-                ``mask_previous``, or ``previous_features`` (B, C, h, w) from the previous
-                output (streaming). With neither, the frame is its own predecessor (a first frame).
+                ``mask_previous``, or ``previous_features`` from the previous output
+                (streaming: (B, C, h, w), or (1, C, h, w) for a batch of consecutive frames, see
+                ``previous_features``). With neither, the frame is its own predecessor (a first frame).
         Returns:
             ``rgb`` (B, 3, H, W) in [0, 1]: the person's colour (meaningful where alpha > 0;
             composite with ``rgb * alpha + background * (1 - alpha)``); ``alpha`` (B, 1, H, W)
@@ -205,7 +219,7 @@ class RamAvatar(
             expanded = F.adaptive_avg_pool2d(sampled["uv_expanded"], small) if self.uses_expanded else None
             previous = None
             if self.uses_previous:
-                previous = maps.get("previous_features")
+                previous = previous_features(maps, pooled)
                 if previous is None:
                     previous = (
                         F.adaptive_avg_pool2d(sampled["uv_previous"], small) if "uv_previous" in sampled else pooled

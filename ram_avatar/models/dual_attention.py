@@ -159,8 +159,12 @@ class DualAttention(nn.Module):
             previous: (B, C, h, w) the previous frame's (needed when ``temporal``).
             size: (H, W) of the output.
         Returns:
-            (B, C, H, W).
+            (B, C, H, W): ``low_res`` bilinearly upsampled to ``size``.
         """
+        return upsample_to(self.low_res(current, expanded, previous).contiguous(memory_format=torch.channels_last), size)
+
+    def low_res(self, current: torch.Tensor, expanded: torch.Tensor | None, previous: torch.Tensor | None) -> torch.Tensor:
+        """The attention term at the attention size, before upsampling: (B, C, h, w)."""
         keys = self.encode(current)
         out = 0
         if self.spatial is not None:
@@ -171,4 +175,4 @@ class DualAttention(nn.Module):
             if previous is None:
                 raise ValueError("temporal attention needs the previous frame's features")
             out = out + self.temporal_out(self.temporal(keys, self.encode(previous)))
-        return upsample_to(out.contiguous(memory_format=torch.channels_last), size)
+        return out

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ram_avatar.models.layers import ShallowUNet
-from ram_avatar.render import Camera, interpolate, rasterize
+from ram_avatar.render import Camera, Fragments, interpolate, rasterize
 
 FACE_LANDMARKS = 478  # MediaPipe Face Mesh with irises ("mediapipe-face-478")
 MESH_LANDMARKS = 468  # the tessellated ones
@@ -96,16 +96,27 @@ def draw_face_mesh(
     Returns:
         (B, E + 1, H, W): the interpolated codes, then the face coverage mask; zero elsewhere.
     """
+    return paint_face_mesh(face_mesh_fragments(points, triangles, size, codes.dtype), triangles, codes)
+
+
+def face_mesh_fragments(
+    points: torch.Tensor, triangles: torch.Tensor, size: tuple[int, int], dtype: torch.dtype = torch.float32
+) -> Fragments:
+    """The rasterized face mesh (``draw_face_mesh``'s first half): fragments of size (B, H, W)."""
     if points.dim() != 3 or points.shape[1] < MESH_LANDMARKS or points.shape[2] != 3:
         raise ValueError(f"face points must be (B, {FACE_LANDMARKS}, 3) as (u, v, depth); got {tuple(points.shape)}")
     B = points.shape[0]
-    mesh = points[:, :MESH_LANDMARKS].to(codes.dtype)
+    mesh = points[:, :MESH_LANDMARKS].to(dtype)
     depth = mesh[..., 2]
     # Lift each landmark to the 3D point that an identity camera projects onto (u, v).
     vertices = torch.stack([mesh[..., 0] * depth, mesh[..., 1] * depth, depth], dim=-1)
-    eye = torch.eye(3, dtype=codes.dtype, device=codes.device)
-    camera = Camera(eye.expand(B, 3, 3), eye.expand(B, 3, 3), codes.new_zeros(B, 3), size)
-    fragments = rasterize(vertices, triangles, camera, size)
+    eye = torch.eye(3, dtype=dtype, device=points.device)
+    camera = Camera(eye.expand(B, 3, 3), eye.expand(B, 3, 3), mesh.new_zeros(B, 3), size)
+    return rasterize(vertices, triangles, camera, size)
+
+
+def paint_face_mesh(fragments: Fragments, triangles: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``draw_face_mesh``'s second half, for fragments (B, H, W) of any crop: (B, E + 1, H, W)."""
     drawn = interpolate(fragments, triangles, codes)  # (B, H, W, E)
     mask = fragments.mask[..., None].to(codes.dtype)
     return torch.cat([drawn, mask], dim=-1).permute(0, 3, 1, 2)
@@ -119,7 +130,10 @@ class FaceMap(nn.Module):
         self.codes = nn.Parameter(torch.randn(MESH_LANDMARKS, code_channels))
         self.unet = ShallowUNet(code_channels + 1, hidden, out_channels)
 
+    def draw(self, points: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The U-Net's input: (B, code_channels + 1, H, W), see ``draw_face_mesh``."""
+        return draw_face_mesh(points, self.codes, face_mesh_triangles().to(points.device), size)
+
     def forward(self, points: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """points: (B, 478, 3) as (u, v, depth), see ``draw_face_mesh``; size: (H, W)."""
-        triangles = face_mesh_triangles().to(points.device)
-        return self.unet(draw_face_mesh(points, self.codes, triangles, size))
+        return self.unet(self.draw(points, size))

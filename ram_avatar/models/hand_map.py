@@ -24,7 +24,9 @@ CHANNELS_PER_HAND = SEGMENTS.shape[0]
 
 
 @torch.no_grad()
-def draw_hand_skeleton(keypoints: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:
+def draw_hand_skeleton(
+    keypoints: torch.Tensor, size: tuple[int, int], sigma: float, canvas: tuple[int, int, int, int] | None = None
+) -> torch.Tensor:
     """Draw both hands' skeletons (not differentiable: the keypoints are inputs).
 
     Args:
@@ -32,9 +34,11 @@ def draw_hand_skeleton(keypoints: torch.Tensor, size: tuple[int, int], sigma: fl
             the frame (pixel centres at j + 0.5, i + 0.5); confidence 0 = not detected.
         size: (H, W).
         sigma: line half-width, the Gaussian's standard deviation in pixels.
+        canvas: (y0, y1, x0, x1): return only this crop of the frame (the same values).
     Returns:
-        (B, 12, H, W) in [0, 1]: left hand's 6 channels (thumb, index, middle, ring, pinky,
-        palm), then the right hand's. Lines are cut off 4 sigma from their bone.
+        (B, 12, H, W) in [0, 1] (the canvas's size with one): left hand's 6 channels (thumb,
+        index, middle, ring, pinky, palm), then the right hand's. Lines are cut off 4 sigma from
+        their bone.
     """
     if keypoints.dim() != 4 or keypoints.shape[1:] != (2, HAND_KEYPOINTS, 3):
         raise ValueError(
@@ -73,11 +77,15 @@ def draw_hand_skeleton(keypoints: torch.Tensor, size: tuple[int, int], sigma: fl
     distance2 = ex.square_().add_(ey.square_())
     lines = torch.exp(-distance2 / (2 * sigma**2)) * (distance2 < (4 * sigma) ** 2) * weight[..., None, None]
     window = lines.amax(dim=2)  # (2B, 6, h, w)
-    # Paste each window into its frame.
-    index = (rows[:, :, None] * W + columns[:, None, :]).flatten(1)  # (2B, h * w)
-    frame = window.new_zeros(2 * B, CHANNELS_PER_HAND, H * W)
+    # Paste each window into its frame (the canvas; window pixels outside it go to a spare slot).
+    y0, y1, x0, x1 = canvas or (0, H, 0, W)
+    rows, columns = rows - y0, columns - x0
+    index = (rows[:, :, None] * (x1 - x0) + columns[:, None, :]).flatten(1)  # (2B, h * w)
+    inside = ((rows >= 0) & (rows < y1 - y0))[:, :, None] & ((columns >= 0) & (columns < x1 - x0))[:, None, :]
+    index = torch.where(inside.flatten(1), index, (y1 - y0) * (x1 - x0))
+    frame = window.new_zeros(2 * B, CHANNELS_PER_HAND, (y1 - y0) * (x1 - x0) + 1)
     frame.scatter_(2, index[:, None].expand(-1, CHANNELS_PER_HAND, -1), window.flatten(2))
-    return frame.view(B, 2 * CHANNELS_PER_HAND, H, W)
+    return frame[..., :-1].reshape(B, 2 * CHANNELS_PER_HAND, y1 - y0, x1 - x0)
 
 
 class HandMap(nn.Module):
@@ -92,8 +100,16 @@ class HandMap(nn.Module):
         self.line_sigma = line_sigma
         self.unet = ShallowUNet(2 * CHANNELS_PER_HAND, hidden, out_channels)
 
+    def sigma(self, size: tuple[int, int]) -> float:
+        """The drawn lines' half-width in pixels for a (H, W) frame."""
+        return max(self.line_sigma * size[0], 0.5)
+
+    def draw(
+        self, keypoints: torch.Tensor, size: tuple[int, int], canvas: tuple[int, int, int, int] | None = None
+    ) -> torch.Tensor:
+        """The U-Net's input: (B, 12, H, W) (or the ``canvas`` crop), see ``draw_hand_skeleton``."""
+        return draw_hand_skeleton(keypoints.to(self.unet.out.weight.dtype), size, self.sigma(size), canvas)
+
     def forward(self, keypoints: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """keypoints: (B, 2, 21, 3) as (u, v, confidence), see ``draw_hand_skeleton``; size: (H, W)."""
-        dtype = self.unet.out.weight.dtype
-        skeleton = draw_hand_skeleton(keypoints.to(dtype), size, max(self.line_sigma * size[0], 0.5))
-        return self.unet(skeleton)
+        return self.unet(self.draw(keypoints, size))

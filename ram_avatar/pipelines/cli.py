@@ -89,6 +89,7 @@ def _animate(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"the output is written as .mp4, got {out}")
     pipe = RamAvatarPipeline.from_pretrained(args.avatar, device=args.device, body_model_path=args.body_model_path)
+    pipe.fast = not args.eager
     overlay = out.with_name(out.stem + "_template.mp4") if args.overlay else None
     result = pipe(args.motion, mda_strength=args.mda_strength, out=out, overlay=args.overlay, overlay_out=overlay,
                   fps=args.fps, max_frames=args.max_frames, audio=not args.no_audio)  # fmt: skip
@@ -164,6 +165,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     animate.add_argument("--no-audio", action="store_true", help="do not copy a driving clip's sound")
     animate.add_argument("--body-model-path", default=None, help="smplx avatars: folder with SMPLX_NEUTRAL.npz")
     animate.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
+    animate.add_argument("--eager", action="store_true", help="render with the eager network, not the fast inference path (~2x slower)")
     animate.set_defaults(run=_animate)
 
     push = commands.add_parser("push", help="upload an avatar folder to a Hugging Face Hub model repo")

@@ -256,6 +256,8 @@ class RamAvatarPipeline:
         self.source = dict(source or {})
         self.avatar_files = dict(avatar_files or {})  # README.md / metrics.json kept with the network
         self._template = None
+        self.fast = True  # render with the fast inference path (see ``renderer``)
+        self._fast: tuple[torch.nn.Module, torch.nn.Module] | None = None
 
     # -- parts ---------------------------------------------------------------------------------
 
@@ -508,6 +510,20 @@ class RamAvatarPipeline:
         with torch.no_grad():
             return self.template(SmplxPose.zeros(1, device=self.device), shape).joints[0]
 
+    @property
+    def renderer(self) -> torch.nn.Module:
+        """The network frames are rendered with: the avatar's fast inference path
+        (``ram_avatar.models.fast``, built on first use) unless ``fast`` is off or the network is
+        not a ``RamAvatar``."""
+        from ram_avatar.models import RamAvatar
+        from ram_avatar.models.fast import optimize_for_inference
+
+        if not (self.fast and isinstance(self.avatar, RamAvatar)):
+            return self.avatar
+        if self._fast is None or self._fast[0] is not self.avatar:
+            self._fast = (self.avatar, optimize_for_inference(self.avatar))
+        return self._fast[1]
+
     @torch.no_grad()
     def stream(
         self,
@@ -527,6 +543,10 @@ class RamAvatarPipeline:
         Frames come out as soon as their chunk of ``chunk`` frames is rendered; memory does not
         grow with the motion's length. ``mda_strength`` 0..1 (ignored without MDA). ``mda_log``,
         if given, collects the per-frame ``ood_before`` / ``ood_after`` / ``change_deg``.
+
+        Each chunk is prepared in one batch (MDA, posing, rasterizing), then rendered in one
+        batch: a frame's temporal features are its predecessor's pooled texture features, which
+        do not depend on the network, so consecutive frames need not wait for each other.
         """
         from tqdm.auto import tqdm
 
@@ -539,27 +559,34 @@ class RamAvatarPipeline:
         try:
             for start in range(0, T, chunk):
                 frames = self._render_chunk(driving, slice(start, min(start + chunk, T)), mda_strength, overlay, background, state)
-                if mda_log is not None and frames and frames[0].ood_before is not None:
-                    for key in ("ood_before", "ood_after", "change_deg"):
-                        mda_log.setdefault(key, []).extend(state.last_mda[key])
+                if mda_log is not None and state.last_mda:
+                    for key, values in state.last_mda.items():
+                        mda_log.setdefault(key, []).extend(values)
                 for frame in frames:
                     bar.update(1)
                     yield frame
         finally:
             bar.close()
 
+    @torch.no_grad()
     def _render_chunk(self, driving: Driving, frames: slice, strength: float, overlay: bool, background, state) -> list[RenderedFrame]:
+        """The frames ``frames`` of ``driving``; carries the stream's ``state`` on."""
+        prepared = self._prepare_chunk(driving, frames, strength, overlay, state)
+        state.last_mda = prepared.mda
+        return self._draw_chunk(prepared, self.renderer, background, state)
+
+    def _prepare_chunk(self, driving: Driving, frames: slice, strength: float, overlay: bool, state) -> "_PreparedChunk":
+        """Stage one of a chunk: MDA, cameras, face points, the avatar's input maps (and the
+        overlay's shaded template). Carries the MDA latent in ``state``."""
         device = self.device
         pose = driving.pose[frames].to(device)
-        B = pose.batch_size
-        ood = [None, None]
+        mda = {}
         if self.decoder is not None:
             from ram_avatar.mda.align import align
 
             result = align(pose, self.prior, self.decoder, strength, former_latent=state.latent)
             pose, state.latent = result.pose.to(device), result.former_latent
-            ood = [result.ood_before.tolist(), result.ood_after.tolist()]
-            state.last_mda = {"ood_before": ood[0], "ood_after": ood[1], "change_deg": result.change_deg.tolist()}
+            mda = {"ood_before": result.ood_before.tolist(), "ood_after": result.ood_after.tolist(), "change_deg": result.change_deg.tolist()}
         template, shape = self.template, self.shape[None].to(device)
         pelvis = state.rest[0] + pose.transl
         pelvis[:, 1] = state.height  # follow on the ground plane only
@@ -569,26 +596,34 @@ class RamAvatarPipeline:
             expression = driving.expression[frames].to(device)
         face_points = self._face_points(pose, camera, driving, frames, state)
         maps = self.avatar.prepare_inputs(template, pose, camera, shape=shape, expression=expression, face_points=face_points)
-        colour = torch.tensor(background, device=device).view(1, 3, 1, 1)
-        shaded = None
-        if overlay:
-            shaded = _shaded_template(template, pose, shape, expression, camera)
+        shaded = _shaded_template(template, pose, shape, expression, camera) if overlay else None
+        return _PreparedChunk(frames, maps, shaded, mda)
+
+    def _draw_chunk(self, prepared: "_PreparedChunk", renderer: torch.nn.Module, background, state) -> list[RenderedFrame]:
+        """Stage two: the network, in batches of consecutive frames (~8 at 256^2, fewer for larger
+        frames), each frame taking its predecessor's features."""
+        colour = torch.tensor(background, device=self.device).view(1, 3, 1, 1)
+        ood_before, ood_after = prepared.mda.get("ood_before"), prepared.mda.get("ood_after")
+        count = prepared.frames.stop - prepared.frames.start
+        batch = max(1, 8 * 256 * 256 // (self.image_size[0] * self.image_size[1]))
         out_frames = []
-        for i in range(B):
-            item = {k: v[i : i + 1] for k, v in maps.items()}
+        for first in range(0, count, batch):
+            items = {k: v[first : first + batch] for k, v in prepared.maps.items()}
             if state.features is not None:
-                item["previous_features"] = state.features
-            out = self.avatar(item)
-            state.features = out["features"]
-            image = out["rgb"] * out["alpha"] + colour * (1 - out["alpha"])
-            image = (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-            over = None
-            if shaded is not None:
-                colours, mask = shaded
-                alpha = 0.5 * mask[i, ..., None].cpu().numpy()
-                over = (image * (1 - alpha) + colours[i].cpu().numpy() * alpha).astype(np.uint8)
-            index = frames.start + i
-            out_frames.append(RenderedFrame(index, image, over, None if ood[0] is None else ood[0][i], None if ood[1] is None else ood[1][i]))
+                items["previous_features"] = state.features  # (1, C, h, w): the frame before the first
+            out = renderer(items)
+            state.features = out["features"][-1:]
+            images = out["rgb"] * out["alpha"] + colour * (1 - out["alpha"])
+            images = (images.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            for j, image in enumerate(images):
+                i = first + j
+                over = None
+                if prepared.shaded is not None:
+                    colours, mask = prepared.shaded
+                    alpha = 0.5 * mask[i, ..., None].cpu().numpy()
+                    over = (image * (1 - alpha) + colours[i].cpu().numpy() * alpha).astype(np.uint8)
+                index = prepared.frames.start + i
+                out_frames.append(RenderedFrame(index, image, over, None if ood_before is None else ood_before[i], None if ood_after is None else ood_after[i]))
         return out_frames
 
     def _face_points(self, pose: SmplxPose, camera: Camera, driving: Driving, frames: slice, state) -> torch.Tensor | None:
@@ -667,6 +702,16 @@ class RamAvatarPipeline:
             render_fps=T / render if render > 0 else 0.0,
             extras={"median_frame_ms": 1000 * statistics.median(times) if times else None, "motion": driving.name},
         )  # fmt: skip
+
+
+@dataclass
+class _PreparedChunk:
+    """A chunk after stage one: its frames, input maps, overlay (colours, mask) and MDA log."""
+
+    frames: slice
+    maps: dict[str, torch.Tensor]
+    shaded: tuple[torch.Tensor, torch.Tensor] | None
+    mda: dict[str, list]
 
 
 class _StreamState:
