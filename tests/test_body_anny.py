@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import re
 
+import pytest
 import roma
 import torch
 
-from ram_avatar.body import JOINT_NAMES, PARENTS, SmplxPose, expand_mesh, vertex_normals
+from ram_avatar.body import JOINT_NAMES, PARENTS, SmplxPose, expand_mesh, geometry, vertex_normals
 
 J = {name: i for i, name in enumerate(JOINT_NAMES)}
 BODY = {name: i - 1 for i, name in enumerate(JOINT_NAMES[:22])}  # index into body_pose
@@ -205,7 +206,9 @@ def test_gradients_reach_pose_and_shape(anny_template):
     assert shape.grad.abs().sum() > 0
 
 
-def test_vertex_normals_are_the_area_weighted_mean_of_adjacent_faces():
+@pytest.mark.parametrize("compiled", [True, False])
+def test_vertex_normals_are_the_area_weighted_mean_of_adjacent_faces(compiled, monkeypatch):
+    monkeypatch.setattr(geometry, "COMPILED_CPU_NORMALS", compiled)  # the Numba loop or PyTorch
     # A square pyramid (apex up, base open) and a vertex no face uses.
     vertices = torch.tensor([[0.0, 1, 0], [-1, 0, -1], [1, 0, -1], [1, 0, 1], [-1, 0, 1], [5, 5, 5]])[None]
     faces = torch.tensor([[0, 2, 1], [0, 3, 2], [0, 4, 3], [0, 1, 4]])
@@ -234,3 +237,14 @@ def test_posing_without_gradients_is_the_closed_form_of_annys_forward(anny_templ
                 closed = anny_template.pose_vertices(pose, shape, face)
             for got, expected in zip(closed, full):
                 assert (got - expected).abs().max() < 1e-5
+
+
+def test_compiled_vertex_normals_match_pytorch_on_the_body(anny_template, monkeypatch):
+    pose = SmplxPose.zeros(2)
+    pose.body_pose[1, 15, 2] = -1.2
+    with torch.no_grad():
+        vertices = anny_template(pose).vertices
+        compiled = vertex_normals(vertices, anny_template.faces)
+        monkeypatch.setattr(geometry, "COMPILED_CPU_NORMALS", False)
+        plain = vertex_normals(vertices, anny_template.faces)
+    assert (compiled - plain).abs().max() < 1e-5

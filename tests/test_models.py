@@ -189,9 +189,10 @@ def test_hand_skeleton_canvas_is_a_crop_of_the_frame():
     keypoints[..., 2] = 1.0
     keypoints[1, 1, :, 2] = 0  # the second item's right hand: undetected
     frame = draw_hand_skeleton(keypoints, (40, 48), sigma=1.0)
-    for y0, y1, x0, x1 in [(16, 32, 8, 24), (0, 12, 28, 48), (20, 40, 0, 16), (0, 8, 0, 8), (0, 40, 0, 48)]:
-        crop = draw_hand_skeleton(keypoints, (40, 48), sigma=1.0, canvas=(y0, y1, x0, x1))
-        assert torch.equal(crop, frame[..., y0:y1, x0:x1])
+    for h, w, origins in [(16, 16, [[16, 8], [0, 32]]), (12, 20, [[0, 28], [28, 0]]), (8, 8, [[0, 0], [20, 20]]), (40, 48, [[0, 0], [0, 0]])]:
+        crops = draw_hand_skeleton(keypoints, (40, 48), sigma=1.0, canvas=(torch.tensor(origins), (h, w)))
+        for crop, item, (y0, x0) in zip(crops, frame, origins):
+            assert torch.equal(crop, item[:, y0 : y0 + h, x0 : x0 + w])
 
 
 def test_hand_map_shape_and_keypoint_layout_check():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+COMPILED_CPU_NORMALS = True  # vertex normals with the Numba loop on a CPU when no gradient is needed
+
 
 def face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Area-weighted (unnormalised) face normals.
@@ -47,9 +49,16 @@ def vertex_normals(
         adjacency: ``vertex_faces(faces, V)``, when the caller keeps it (it depends on the
             topology only).
     Returns:
-        (B, V, 3) unit vectors (zero for a vertex no face uses).
+        (B, V, 3) unit vectors (zero for a vertex no face uses). On a CPU without gradients,
+        computed by a compiled loop (``cpu_normals``; same values to float rounding).
     """
     B, V = vertices.shape[:2]
+    if COMPILED_CPU_NORMALS and vertices.device.type == "cpu" and vertices.dtype == torch.float32 and not (
+        torch.is_grad_enabled() and vertices.requires_grad
+    ):
+        from ram_avatar.body.cpu_normals import vertex_normals_cpu  # numba: imported only when used
+
+        return vertex_normals_cpu(vertices, faces)
     adjacency = vertex_faces(faces, V) if adjacency is None else adjacency
     normals = face_normals(vertices, faces)  # (B, F, 3)
     padded = torch.cat([normals, normals.new_zeros(B, 1, 3)], 1)  # the padding face F: no normal

@@ -206,21 +206,26 @@ class WindowedShallowUNet(nn.Module):
                 if drawn.any():
                     rows, cols = drawn.any(1).nonzero()[:, 0], drawn.any(0).nonzero()[:, 0]
                     boxes.append((b, (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)))
-        return self.run(boxes, lambda b, rows, cols: x[b : b + 1, :, rows[0] : rows[1], cols[0] : cols[1]], (H, W))
+        crop = lambda items, origins, hw: torch.stack([x[b, :, y : y + hw[0], c : c + hw[1]] for b, (y, c) in zip(items, origins)])  # noqa: E731
+        return self.run(boxes, crop, (H, W))
 
     def run(self, boxes: list, crop, size: tuple[int, int]) -> list:  # noqa: ANN001
         """``windows`` for known drawn ``boxes`` (item, (row0, row1), (col0, col1)), each holding
-        a group's drawn pixels, with ``crop(item, rows, cols)`` -> the input (1, C, h, w) there
-        (so that the caller may draw only those crops). Frame sides: multiples of 4."""
-        found = []
-        for b, rows, cols in boxes:
-            region = [self._grow(lo, hi, n, self.MARGIN) for (lo, hi), n in zip((rows, cols), size)]
-            window = [self._grow(lo, hi, n, self.MARGIN) for (lo, hi), n in zip(region, size)]
-            (r0, r1), (c0, c1) = region
-            (y0, _), (x0, _) = window
-            part = self.unet(crop(b, *window))[0]
-            found.append((b, region[0], region[1], part[:, r0 - y0 : r1 - y0, c0 - x0 : c1 - x0]))
-        return found
+        a group's drawn pixels. All windows run as one batch, each grown to the largest one's
+        size (a larger window is as exact): ``crop(items, origins, (h, w))`` -> the input
+        (N, C, h, w) of those items' frames from those top-left (y0, x0) pixels (so that the
+        caller may draw only the crops). Frame sides: multiples of 4."""
+        if not boxes:
+            return []
+        regions = [[self._grow(lo, hi, n, self.MARGIN) for (lo, hi), n in zip((rows, cols), size)] for _, rows, cols in boxes]
+        windows = [[self._grow(lo, hi, n, self.MARGIN) for (lo, hi), n in zip(region, size)] for region in regions]
+        h, w = (max(window[k][1] - window[k][0] for window in windows) for k in (0, 1))
+        origins = [(min(rows[0], size[0] - h), min(cols[0], size[1] - w)) for rows, cols in windows]  # multiples of 4
+        parts = self.unet(crop([b for b, _, _ in boxes], origins, (h, w)))
+        return [
+            (b, (r0, r1), (c0, c1), part[:, r0 - y0 : r1 - y0, c0 - x0 : c1 - x0])
+            for (b, _, _), ((r0, r1), (c0, c1)), (y0, x0), part in zip(boxes, regions, origins, parts)
+        ]
 
     @property
     def out(self) -> nn.Conv2d:  # HandMap reads its dtype from ``unet.out``
@@ -241,21 +246,33 @@ def collapse_pyramid(levels: list[torch.Tensor]) -> torch.Tensor:
     return total.to(levels[0].dtype).permute(0, 2, 3, 1).contiguous()
 
 
-def add_strided_conv(out: torch.Tensor, crop: torch.Tensor, weight: torch.Tensor, origin: tuple[int, int]) -> None:
-    """``out`` += a 3x3, stride-2, padding-1 conv (no bias) of a frame that is zero but for a box.
+def add_strided_conv(
+    out: torch.Tensor,
+    crop: torch.Tensor,
+    weight: torch.Tensor,
+    origins: list[tuple[int, int]],
+    items: list[int] | None = None,
+) -> None:
+    """``out`` += a 3x3, stride-2, padding-1 conv (no bias) of frames that are zero but for a box.
 
     Args:
-        out: (B, O, Ho, Wo) the conv's output over the whole (padded) frame, added to in place.
-        crop: (B, I, h + 3, w + 3) the box (h, w even; top-left at ``origin``, even) with a zero
-            border: one row / column before it, two after.
+        out: (B, O, Ho, Wo) the conv's output over the whole (padded) frames, added to in place.
+        crop: (N, I, h + 3, w + 3) boxes (h, w even) with a zero border: one row / column before
+            the box, two after.
         weight: (O, I, 3, 3).
+        origins: the top-left (y0, x0) (even) of box n in its frame: one per box, or one for all.
+        items: the frame (index into ``out``) of box n; default: box n is in frame n.
     """
-    y0, x0 = origin
+    part = F.conv2d(crop, weight, stride=2)  # (N, O, h / 2 + 1, w / 2 + 1)
     # Output row o reads input rows 2o - 1 .. 2o + 1: rows y0 / 2 .. (y0 + h) / 2 see the box.
-    part = F.conv2d(crop, weight, stride=2)  # (B, O, h / 2 + 1, w / 2 + 1)
-    oy, ox = y0 // 2, x0 // 2
-    rows, cols = min(part.shape[-2], out.shape[-2] - oy), min(part.shape[-1], out.shape[-1] - ox)
-    out[..., oy : oy + rows, ox : ox + cols] += part[..., :rows, :cols]
+    targets = [(slice(None), *origins[0])] if items is None and len(origins) == 1 else [
+        (n if items is None else items[n], y0, x0) for n, (y0, x0) in enumerate(origins)
+    ]  # fmt: skip
+    for n, (b, y0, x0) in enumerate(targets):
+        oy, ox = y0 // 2, x0 // 2
+        rows, cols = min(part.shape[-2], out.shape[-2] - oy), min(part.shape[-1], out.shape[-1] - ox)
+        source = part if b == slice(None) else part[n]
+        out[b, :, oy : oy + rows, ox : ox + cols] += source[..., :rows, :cols]
 
 
 @functools.lru_cache(maxsize=16)
@@ -410,7 +427,7 @@ class FastRamAvatar(nn.Module):
             taps = torch.einsum("oikl,bihw->bkolhw", conv.weight[:, :C], low)  # (B, 3, O, 3, h, w)
             across = torch.einsum("bkolhw,lxw->bkohx", taps, cols)  # (B, 3, O, h, Wp / 2)
             out += torch.einsum("kyh,bkohx->boyx", rows, across)
-        add_strided_conv(out, body, conv.weight[:, :C], (box[0], box[2]))
+        add_strided_conv(out, body, conv.weight[:, :C], [(box[0], box[2])])
         channel = C
         for part, name, empty in ((self.face, "face_points", (B, FACE_LANDMARKS, 3)),
                                   (self.hand, "hand_keypoints", (B, 2, HAND_KEYPOINTS, 3))):  # fmt: skip
@@ -419,11 +436,18 @@ class FastRamAvatar(nn.Module):
             points = maps[name] if name in maps else body.new_zeros(empty)
             windows, background = (face_windows if part is self.face else hand_windows)(part, points, size)
             weight = conv.weight[:, channel : channel + part.unet.out.out_channels]
-            for b, ((y0, y1), (x0, x1)), changes in merged_windows(windows):
-                difference = body.new_zeros(1, weight.shape[1], y1 - y0 + 3, x1 - x0 + 3)  # zero border
-                for (r0, r1), (c0, c1), values in changes:
-                    difference[0, :, r0 - y0 + 1 : r1 - y0 + 1, c0 - x0 + 1 : c1 - x0 + 1] = values - background[:, r0:r1, c0:c1]
-                add_strided_conv(out[b : b + 1], difference, weight, (y0, x0))
+            # The windows' change from the background, on boxes of one size (one conv for all);
+            # windows that overlap share a box (their change must count once).
+            boxes = merged_windows(windows)
+            if boxes:
+                h, w = (max(box[1][k][1] - box[1][k][0] for box in boxes) for k in (0, 1))
+                origins = [(min(rows[0], Hp - h), min(cols[0], Wp - w)) for _, (rows, cols), _ in boxes]  # even
+                difference = body.new_zeros(len(boxes), weight.shape[1], h + 3, w + 3)  # zero border
+                for n, ((_, _, changes), (y0, x0)) in enumerate(zip(boxes, origins)):
+                    for (r0, r1), (c0, c1), values in changes:
+                        change = values - background[:, r0:r1, c0:c1]
+                        difference[n, :, r0 - y0 + 1 : r1 - y0 + 1, c0 - x0 + 1 : c1 - x0 + 1] = change
+                add_strided_conv(out, difference, weight, origins, [b for b, _, _ in boxes])
             channel += weight.shape[1]
         return F.leaky_relu_(out, NEGATIVE_SLOPE).contiguous(memory_format=torch.channels_last)
 
@@ -460,10 +484,10 @@ def face_windows(face: FaceMap, points: torch.Tensor, size: tuple[int, int]) -> 
             rows, cols = fragments.mask[b].any(1).nonzero()[:, 0], fragments.mask[b].any(0).nonzero()[:, 0]
             boxes.append((b, (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)))
 
-    def crop(b: int, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
+    def crop(items: list[int], origins: list[tuple[int, int]], hw: tuple[int, int]) -> torch.Tensor:
         fields = (fragments.face_ids, fragments.bary, fragments.depth, fragments.mask)
-        cropped = Fragments(*(t[b : b + 1, rows[0] : rows[1], cols[0] : cols[1]] for t in fields))
-        return paint_face_mesh(cropped, triangles, face.codes)
+        pick = lambda t: torch.stack([t[b, y : y + hw[0], x : x + hw[1]] for b, (y, x) in zip(items, origins)])  # noqa: E731
+        return paint_face_mesh(Fragments(*(pick(t) for t in fields)), triangles, face.codes)
 
     background = face.unet.background(face.codes.new_zeros(1, 1, 1, 1).expand(1, face.codes.shape[1] + 1, *size))[0]
     return face.unet.run(boxes, crop, size), background
@@ -488,8 +512,8 @@ def hand_windows(hand: HandMap, keypoints: torch.Tensor, size: tuple[int, int]) 
                 if rows[0] < rows[1] and cols[0] < cols[1]:
                     boxes.append((b, rows, cols))
 
-    def crop(b: int, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
-        return hand.draw(keypoints[b : b + 1], size, (*rows, *cols))
+    def crop(items: list[int], origins: list[tuple[int, int]], hw: tuple[int, int]) -> torch.Tensor:
+        return hand.draw(keypoints[items], size, (torch.tensor(origins), hw))
 
     empty = hand.unet.out.weight.new_zeros(1, 1, 1, 1).expand(1, 2 * CHANNELS_PER_HAND, *size)
     background = hand.unet.background(empty)[0]

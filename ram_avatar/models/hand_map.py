@@ -25,7 +25,10 @@ CHANNELS_PER_HAND = SEGMENTS.shape[0]
 
 @torch.no_grad()
 def draw_hand_skeleton(
-    keypoints: torch.Tensor, size: tuple[int, int], sigma: float, canvas: tuple[int, int, int, int] | None = None
+    keypoints: torch.Tensor,
+    size: tuple[int, int],
+    sigma: float,
+    canvas: tuple[torch.Tensor, tuple[int, int]] | None = None,
 ) -> torch.Tensor:
     """Draw both hands' skeletons (not differentiable: the keypoints are inputs).
 
@@ -34,9 +37,10 @@ def draw_hand_skeleton(
             the frame (pixel centres at j + 0.5, i + 0.5); confidence 0 = not detected.
         size: (H, W).
         sigma: line half-width, the Gaussian's standard deviation in pixels.
-        canvas: (y0, y1, x0, x1): return only this crop of the frame (the same values).
+        canvas: (origins, (h, w)): return only a (h, w) crop of each item's frame, its top-left
+            pixel at that item's row of ``origins`` (B, 2) long as (y0, x0) (the same values).
     Returns:
-        (B, 12, H, W) in [0, 1] (the canvas's size with one): left hand's 6 channels (thumb,
+        (B, 12, H, W) in [0, 1] ((B, 12, h, w) with a canvas): left hand's 6 channels (thumb,
         index, middle, ring, pinky, palm), then the right hand's. Lines are cut off 4 sigma from
         their bone.
     """
@@ -78,14 +82,16 @@ def draw_hand_skeleton(
     lines = torch.exp(-distance2 / (2 * sigma**2)) * (distance2 < (4 * sigma) ** 2) * weight[..., None, None]
     window = lines.amax(dim=2)  # (2B, 6, h, w)
     # Paste each window into its frame (the canvas; window pixels outside it go to a spare slot).
-    y0, y1, x0, x1 = canvas or (0, H, 0, W)
-    rows, columns = rows - y0, columns - x0
-    index = (rows[:, :, None] * (x1 - x0) + columns[:, None, :]).flatten(1)  # (2B, h * w)
-    inside = ((rows >= 0) & (rows < y1 - y0))[:, :, None] & ((columns >= 0) & (columns < x1 - x0))[:, None, :]
-    index = torch.where(inside.flatten(1), index, (y1 - y0) * (x1 - x0))
-    frame = window.new_zeros(2 * B, CHANNELS_PER_HAND, (y1 - y0) * (x1 - x0) + 1)
+    if canvas is None:
+        canvas = (torch.zeros(B, 2, dtype=torch.long, device=hands.device), (H, W))
+    origins, (h, w) = canvas[0].to(hands.device).repeat_interleave(2, 0), canvas[1]  # (2B, 2): per hand
+    rows, columns = rows - origins[:, :1], columns - origins[:, 1:]
+    index = (rows[:, :, None] * w + columns[:, None, :]).flatten(1)  # (2B, window h * w)
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((columns >= 0) & (columns < w))[:, None, :]
+    index = torch.where(inside.flatten(1), index, h * w)
+    frame = window.new_zeros(2 * B, CHANNELS_PER_HAND, h * w + 1)
     frame.scatter_(2, index[:, None].expand(-1, CHANNELS_PER_HAND, -1), window.flatten(2))
-    return frame[..., :-1].reshape(B, 2 * CHANNELS_PER_HAND, y1 - y0, x1 - x0)
+    return frame[..., :-1].reshape(B, 2 * CHANNELS_PER_HAND, h, w)
 
 
 class HandMap(nn.Module):
@@ -105,9 +111,9 @@ class HandMap(nn.Module):
         return max(self.line_sigma * size[0], 0.5)
 
     def draw(
-        self, keypoints: torch.Tensor, size: tuple[int, int], canvas: tuple[int, int, int, int] | None = None
+        self, keypoints: torch.Tensor, size: tuple[int, int], canvas: tuple[torch.Tensor, tuple[int, int]] | None = None
     ) -> torch.Tensor:
-        """The U-Net's input: (B, 12, H, W) (or the ``canvas`` crop), see ``draw_hand_skeleton``."""
+        """The U-Net's input: (B, 12, H, W) (or the ``canvas`` crops), see ``draw_hand_skeleton``."""
         return draw_hand_skeleton(keypoints.to(self.unet.out.weight.dtype), size, self.sigma(size), canvas)
 
     def forward(self, keypoints: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

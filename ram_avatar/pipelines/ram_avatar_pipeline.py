@@ -555,14 +555,15 @@ class RamAvatarPipeline:
         driving = motion if isinstance(motion, Driving) and fps is None and max_frames is None else self.load_driving(motion, fps, max_frames, progress)
         state = _StreamState(self, driving)
         T = driving.pose.batch_size
+        renderer = self.renderer
         bar = tqdm(total=T, desc=f"animating {self.name}", unit="frame", disable=not progress)
         try:
             for start in range(0, T, chunk):
-                frames = self._render_chunk(driving, slice(start, min(start + chunk, T)), mda_strength, overlay, background, state)
-                if mda_log is not None and state.last_mda:
-                    for key, values in state.last_mda.items():
+                prepared = self._prepare_chunk(driving, slice(start, min(start + chunk, T)), mda_strength, overlay, state)
+                if mda_log is not None:
+                    for key, values in prepared.mda.items():
                         mda_log.setdefault(key, []).extend(values)
-                for frame in frames:
+                for frame in self._draw_chunk(prepared, renderer, background, state):
                     bar.update(1)
                     yield frame
         finally:
@@ -571,9 +572,7 @@ class RamAvatarPipeline:
     @torch.no_grad()
     def _render_chunk(self, driving: Driving, frames: slice, strength: float, overlay: bool, background, state) -> list[RenderedFrame]:
         """The frames ``frames`` of ``driving``; carries the stream's ``state`` on."""
-        prepared = self._prepare_chunk(driving, frames, strength, overlay, state)
-        state.last_mda = prepared.mda
-        return self._draw_chunk(prepared, self.renderer, background, state)
+        return self._draw_chunk(self._prepare_chunk(driving, frames, strength, overlay, state), self.renderer, background, state)
 
     def _prepare_chunk(self, driving: Driving, frames: slice, strength: float, overlay: bool, state) -> "_PreparedChunk":
         """Stage one of a chunk: MDA, cameras, face points, the avatar's input maps (and the
@@ -720,7 +719,6 @@ class _StreamState:
     def __init__(self, pipe: RamAvatarPipeline, driving: Driving):
         self.features = None
         self.latent = None
-        self.last_mda: dict[str, list] = {}
         self.rest = pipe._rest_joints()
         # the height the framing's pelvis_uv refers to: the motion's median pelvis height
         self.height = float(self.rest[0, 1] + driving.pose.transl[:, 1].median())
