@@ -55,7 +55,7 @@ from ram_avatar.mda.align import align
 from ram_avatar.models import PoseVAE, RamAvatar, StyleUNet, SubjectPoseDecoder, config_image_size
 from ram_avatar.models.avatar import encode_parts
 from ram_avatar.models.dual_attention import attention_size
-from ram_avatar.models.fast import body_box, face_windows, hand_windows, optimize_for_inference
+from ram_avatar.models.fast import body_boxes, face_windows, hand_windows, optimize_for_inference
 
 CHUNK = 8  # frames the animation pipeline prepares and renders as one batch
 
@@ -131,24 +131,24 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
         x = torch.cat([model.texture(maps["uv"], maps["mask"]), *encode_parts(maps, model.face, model.hand)], 1)
         current = model.texture(maps["uv"], maps["mask"])
         pairs = [(maps["uv"], maps["mask"]), (maps["uv_expanded"], maps["mask_expanded"])]
-        box = body_box(maps["mask"], math.lcm(model.attention_downsample, 2))
-        crop = fast.sample(maps["uv"], maps["mask"], box)
+        boxes = body_boxes(maps["mask"], math.lcm(model.attention_downsample, 2))
+        crop = fast.sample(maps["uv"], maps["mask"], boxes)
         expanded = fast.sample(maps["uv_expanded"], maps["mask_expanded"])[..., 1:-2, 1:-2]
-        low = fast.attention.low_res(fast.pool(crop, box, (H, W), small), expanded, first["features"])
+        low = fast.attention.low_res(fast.pool(crop, boxes[0], (H, W), small), expanded, first["features"])
 
         def attention(sampled: torch.Tensor) -> torch.Tensor:
             pooled = F.adaptive_avg_pool2d(sampled, small)
             return model.attention(pooled, pooled, first["features"], (H, W))
 
         def fast_attention() -> torch.Tensor:
-            return fast.attention.low_res(fast.pool(crop, box, (H, W), small), expanded, first["features"])
+            return fast.attention.low_res(fast.pool(crop, boxes[0], (H, W), small), expanded, first["features"])
 
         def fast_parts() -> None:
             face_windows(fast.face, maps["face_points"], (H, W))
             hand_windows(fast.hand, maps["hand_keypoints"], (H, W))
 
         def fast_renderer() -> torch.Tensor:  # the stem summed from its parts (incl. face / hand windows)
-            return fast.renderer.from_stem(fast.stem(crop, box, low, maps, (H, W)), (H, W))
+            return fast.renderer.from_stem(fast.stem(crop, boxes[0], low, maps, (H, W)), (H, W))
 
         def end_to_end(net, frames: int = 1) -> None:  # noqa: ANN001
             poses = pose[[0] * frames]
@@ -162,7 +162,7 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
             ("mda", lambda: align(pose, prior, decoder, 1.0), None),
             ("template", lambda: template(pose), None),
             ("inputs", lambda: model.prepare_inputs(template, pose, camera, face_points=face), None),
-            ("texture", lambda: model.texture.sample(pairs), lambda: (fast.sample(maps["uv"], maps["mask"], box), expanded)),
+            ("texture", lambda: model.texture.sample(pairs), lambda: (fast.sample(maps["uv"], maps["mask"], boxes), expanded)),
             ("attention", lambda: attention(current), fast_attention),
             ("face + hand", lambda: encode_parts(maps, model.face, model.hand), fast_parts),
             ("renderer", lambda: model.renderer(x), fast_renderer),

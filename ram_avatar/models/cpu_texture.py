@@ -1,7 +1,7 @@
 """The fast path's texture lookup on the CPU, compiled with Numba: sample and place in one pass.
 
-``FastRamAvatar`` needs the neural texture at the covered pixels of a box around the body,
-written into a zero-bordered (B, h + 3, w + 3, C) buffer the stem's conv reads directly. In
+``FastRamAvatar`` needs the neural texture at the covered pixels of a box around the body in
+each frame, written into a zero-bordered (B, h + 3, w + 3, C) buffer the stem's conv reads directly. In
 PyTorch that is a ``grid_sample`` of the covered pixels, a zero-filled buffer and an
 ``index_copy_`` into it: on a CPU, ~6 ms of scattered row copies at 256^2 (one thread), where
 this loop, which visits every pixel of the buffer once, takes a fraction of that. Bilinear,
@@ -20,29 +20,32 @@ import torch
 
 
 def sample_crop_cpu(
-    texture: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor, box: tuple[int, int, int, int]
+    texture: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor, origins: list[tuple[int, int]], size: tuple[int, int]
 ) -> torch.Tensor:
-    """The texture at the covered pixels of ``box``, zero elsewhere, with a zero border.
+    """The texture at the covered pixels of one (h, w) = ``size`` box per frame, zero elsewhere,
+    with a zero border.
 
     Args:
         texture: (S_h, S_w, C) float32 texel-major, first row v = 1.
         uv: (B, H, W, 2) texture coordinates; mask: (B, H, W) bool.
-        box: (y0, y1, x0, x1) in the frame.
+        origins: the top-left (y0, x0) of each frame's box.
     Returns:
-        (B, y1 - y0 + 3, x1 - x0 + 3, C) float32: pixel (y, x) of the box at [y - y0 + 1, x - x0 + 1];
-        one zero row / column before the box and two after (a stride-2 conv's padding).
+        (B, h + 3, w + 3, C) float32: pixel (y, x) of frame b at [y - y0 + 1, x - x0 + 1]; one
+        zero row / column before the box and two after (a stride-2 conv's padding).
     """
-    y0, y1, x0, x1 = box
-    out = np.empty((mask.shape[0], y1 - y0 + 3, x1 - x0 + 3, texture.shape[-1]), dtype=np.float32)
-    _sample_crop(texture.detach().numpy(), uv.detach().float().numpy(), mask.numpy(), y0, x0, out)
+    h, w = size
+    out = np.empty((mask.shape[0], h + 3, w + 3, texture.shape[-1]), dtype=np.float32)
+    corners = np.asarray(origins, dtype=np.int64).reshape(-1, 2)
+    _sample_crop(texture.detach().numpy(), uv.detach().float().numpy(), mask.numpy(), corners, out)
     return torch.from_numpy(out)
 
 
 @numba.njit(cache=True, nogil=True)
-def _sample_crop(texture, uv, mask, y0, x0, out):  # noqa: ANN001
+def _sample_crop(texture, uv, mask, origins, out):  # noqa: ANN001
     S_h, S_w, C = texture.shape
     B, h, w = out.shape[0], out.shape[1] - 3, out.shape[2] - 3
     for b in range(B):
+        y0, x0 = origins[b, 0], origins[b, 1]
         for i in range(h + 3):
             for j in range(w + 3):
                 y, x = y0 + i - 1, x0 + j - 1

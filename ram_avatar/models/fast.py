@@ -330,23 +330,24 @@ class FastRamAvatar(nn.Module):
         )
         return covered, values
 
-    def sample(self, uv: torch.Tensor, mask: torch.Tensor, box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
-        """As ``NeuralTexture.forward`` over ``box`` = (y0, y1, x0, x1) (default: the frame), which
-        must hold every covered pixel, with a zero border: (B, C, h + 3, w + 3) channels-last, the
-        box at [1 : h + 1, 1 : w + 1] (one zero row / column before, two after: a stride-2 conv's
-        padding, see ``add_strided_conv``)."""
+    def sample(self, uv: torch.Tensor, mask: torch.Tensor, boxes: "Boxes | None" = None) -> torch.Tensor:
+        """As ``NeuralTexture.forward`` over ``boxes`` (one (h, w) box per frame, holding every
+        covered pixel of its frame; default: the frames), with a zero border: (B, C, h + 3, w + 3)
+        channels-last, each box at [1 : h + 1, 1 : w + 1] (one zero row / column before, two
+        after: a stride-2 conv's padding, see ``add_strided_conv``)."""
         B, H, W = mask.shape
-        y0, y1, x0, x1 = box or (0, H, 0, W)
+        origins, (h, w) = boxes or ([(0, 0)] * B, (H, W))
         texture = self.textures[0]
         if COMPILED_CPU_TEXTURE and len(self.textures) == 1 and texture.device.type == "cpu" and texture.dtype == torch.float32:
             from ram_avatar.models.cpu_texture import sample_crop_cpu  # numba: imported only when used
 
-            return sample_crop_cpu(texture[0], uv, mask, (y0, y1, x0, x1)).permute(0, 3, 1, 2)
+            return sample_crop_cpu(texture[0], uv, mask, origins, (h, w)).permute(0, 3, 1, 2)
         covered, values = self.texels(uv, mask)
         b, y, x = covered // (H * W), covered // W % H, covered % W
-        h, w = y1 - y0 + 3, x1 - x0 + 3
-        crop = values.new_zeros(B * h * w, values.shape[1]).index_copy_(0, (b * h + y - y0 + 1) * w + x - x0 + 1, values)
-        return crop.view(B, h, w, -1).permute(0, 3, 1, 2)
+        start = torch.tensor(origins, device=covered.device)[b]  # (N, 2) each pixel's box origin
+        index = (b * (h + 3) + y - start[:, 0] + 1) * (w + 3) + x - start[:, 1] + 1
+        crop = values.new_zeros(B * (h + 3) * (w + 3), values.shape[1]).index_copy_(0, index, values)
+        return crop.view(B, h + 3, w + 3, -1).permute(0, 3, 1, 2)
 
     @torch.inference_mode()
     def forward(self, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -360,10 +361,11 @@ class FastRamAvatar(nn.Module):
         B, H, W = mask.shape
         small = attention_size(H, W, self.attention_downsample)
         cell = H // small[0] if H % small[0] == 0 and W % small[1] == 0 and H // small[0] == W // small[1] else 0
-        # Box edges on pooling cells and even (the stride-2 stem); uneven cells: the whole frame.
-        box = body_box(mask, math.lcm(cell, 2) if cell else max(H, W))
-        body = self.sample(maps["uv"], mask, box)  # (B, C, crop + zero border)
-        pooled = self.pool(body, box, (H, W), small)
+        # Box edges on pooling cells and even (the stride-2 stem); otherwise the whole frame.
+        multiple = math.lcm(cell, 2) if cell and H % math.lcm(cell, 2) == 0 and W % math.lcm(cell, 2) == 0 else 0
+        boxes = body_boxes(mask, multiple) if multiple else ([(0, 0)] * B, (H, W))
+        body = self.sample(maps["uv"], mask, boxes)  # (B, C, box + zero border)
+        pooled = self.pool(body, boxes[0], (H, W), small)
         low = None
         if self.attention is not None:
             expanded = self.sample(maps["uv_expanded"], maps["mask_expanded"])[..., 1:-2, 1:-2] if self.uses_expanded else None
@@ -376,28 +378,29 @@ class FastRamAvatar(nn.Module):
                         if "uv_previous" in names else pooled
                     )  # fmt: skip
             low = self.attention.low_res(pooled, expanded, previous)
-        stem = self.stem(body, box, low, maps, (H, W))
+        stem = self.stem(body, boxes[0], low, maps, (H, W))
         return {**to_rgba(self.renderer.from_stem(stem, (H, W))), "features": pooled}
 
     @staticmethod
-    def pool(crop: torch.Tensor, box: tuple[int, int, int, int] | None, size: tuple[int, int], small: tuple[int, int]) -> torch.Tensor:
-        """``adaptive_avg_pool2d`` to ``small`` of the frame that is zero but for ``crop`` (B, C,
-        h + 3, w + 3) (from ``sample``) over ``box`` (None: the whole frame): (B, C, h', w')."""
+    def pool(crop: torch.Tensor, origins: list[tuple[int, int]] | None, size: tuple[int, int], small: tuple[int, int]) -> torch.Tensor:
+        """``adaptive_avg_pool2d`` to ``small`` of frames that are zero but for ``crop`` (B, C,
+        h + 3, w + 3) (from ``sample``), box b at ``origins[b]`` (None: the whole frames)."""
         inner = crop[..., 1:-2, 1:-2]
-        if box is None or inner.shape[-2:] == size:
+        if origins is None or inner.shape[-2:] == size:
             return F.adaptive_avg_pool2d(inner, small)
-        y0, y1, x0, x1 = box
         k = size[0] // small[0]  # box edges are multiples of k
+        h, w = inner.shape[-2] // k, inner.shape[-1] // k
         pixels = inner.permute(0, 2, 3, 1)  # (B, h, w, C) a strided view: sum rows, then columns
-        cells = pixels.unflatten(1, (-1, k)).sum(2).unflatten(2, (-1, k)).sum(3) / (k * k)  # (B, h / k, w / k, C)
+        cells = (pixels.unflatten(1, (-1, k)).sum(2).unflatten(2, (-1, k)).sum(3) / (k * k)).permute(0, 3, 1, 2)
         pooled = crop.new_zeros(crop.shape[0], crop.shape[1], *small)
-        pooled[..., y0 // k : y1 // k, x0 // k : x1 // k] = cells.permute(0, 3, 1, 2)
+        for b, (y0, x0) in enumerate(origins):
+            pooled[b, :, y0 // k : y0 // k + h, x0 // k : x0 // k + w] = cells[b]
         return pooled
 
     def stem(
         self,
         body: torch.Tensor,
-        box: tuple[int, int, int, int],
+        origins: list[tuple[int, int]],
         low: torch.Tensor | None,
         maps: dict[str, torch.Tensor],
         size: tuple[int, int],
@@ -406,7 +409,8 @@ class FastRamAvatar(nn.Module):
 
             conv(texture + up(attention)) + conv(face) + conv(hand) + bias, then LeakyReLU
 
-        * texture: zero off the body, so only its crop is convolved;
+        * texture: zero off the body, so only its boxes ``body`` (from ``sample``, box b's
+          top-left at ``origins[b]``) are convolved;
         * up(attention): the bilinear upsampling of the low-resolution term is separable, so its
           conv is three small row / column matrix products at the stem's output size (exact; the
           upsampled map itself is never made);
@@ -427,7 +431,7 @@ class FastRamAvatar(nn.Module):
             taps = torch.einsum("oikl,bihw->bkolhw", conv.weight[:, :C], low)  # (B, 3, O, 3, h, w)
             across = torch.einsum("bkolhw,lxw->bkohx", taps, cols)  # (B, 3, O, h, Wp / 2)
             out += torch.einsum("kyh,bkohx->boyx", rows, across)
-        add_strided_conv(out, body, conv.weight[:, :C], [(box[0], box[2])])
+        add_strided_conv(out, body, conv.weight[:, :C], origins)
         channel = C
         for part, name, empty in ((self.face, "face_points", (B, FACE_LANDMARKS, 3)),
                                   (self.hand, "hand_keypoints", (B, 2, HAND_KEYPOINTS, 3))):  # fmt: skip
@@ -520,15 +524,23 @@ def hand_windows(hand: HandMap, keypoints: torch.Tensor, size: tuple[int, int]) 
     return hand.unet.run(boxes, crop, size), background
 
 
-def body_box(mask: torch.Tensor, multiple: int) -> tuple[int, int, int, int]:
-    """(y0, y1, x0, x1): the smallest box holding every covered pixel of ``mask`` (B, H, W) over
-    the batch, its edges on multiples of ``multiple`` (or the frame's), at least one pixel."""
-    H, W = mask.shape[-2:]
-    rows, cols = mask.any(0).any(1).nonzero()[:, 0], mask.any(0).any(0).nonzero()[:, 0]
-    if len(rows) == 0:
-        return 0, min(multiple, H), 0, min(multiple, W)
-    snap = lambda low, high, size: (low // multiple * multiple, min(size, -(-high // multiple) * multiple))  # noqa: E731
-    return (*snap(int(rows[0]), int(rows[-1]) + 1, H), *snap(int(cols[0]), int(cols[-1]) + 1, W))
+Boxes = tuple[list[tuple[int, int]], tuple[int, int]]  # per frame (y0, x0), and one (h, w) for all
+
+
+def body_boxes(mask: torch.Tensor, multiple: int) -> Boxes:
+    """One box per frame of ``mask`` (B, H, W) holding its covered pixels, all of one size (the
+    largest, so that they batch), edges on multiples of ``multiple`` (which divides H and W)."""
+    B, H, W = mask.shape
+    spans = []
+    for b in range(B):
+        rows, cols = mask[b].any(1).nonzero()[:, 0], mask[b].any(0).nonzero()[:, 0]
+        if len(rows) == 0:
+            spans.append(((0, multiple), (0, multiple)))
+            continue
+        snap = lambda low, high, n: (low // multiple * multiple, min(n, -(-high // multiple) * multiple))  # noqa: E731
+        spans.append((snap(int(rows[0]), int(rows[-1]) + 1, H), snap(int(cols[0]), int(cols[-1]) + 1, W)))
+    h, w = (max(span[k][1] - span[k][0] for span in spans) for k in (0, 1))
+    return [(min(rows[0], H - h), min(cols[0], W - w)) for rows, cols in spans], (h, w)
 
 
 def merged_windows(windows: list) -> list:  # noqa: ANN001
