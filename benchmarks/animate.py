@@ -75,7 +75,7 @@ class Encoder:
         self.stream = self.container.add_stream("libx264", rate=30)
         self.stream.width = self.stream.height = size
         self.stream.pix_fmt = "yuv420p"
-        self.stream.options = {"crf": "20"}
+        self.stream.options = {"crf": "20", "preset": "veryfast"}  # as ram_avatar.pipelines.video
 
     def write(self, rgb: torch.Tensor, alpha: torch.Tensor) -> None:
         image = rgb * alpha + (1 - alpha)  # on white

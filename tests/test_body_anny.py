@@ -208,7 +208,7 @@ def test_gradients_reach_pose_and_shape(anny_template):
 
 @pytest.mark.parametrize("compiled", [True, False])
 def test_vertex_normals_are_the_area_weighted_mean_of_adjacent_faces(compiled, monkeypatch):
-    monkeypatch.setattr(geometry, "COMPILED_CPU_NORMALS", compiled)  # the Numba loop or PyTorch
+    monkeypatch.setattr(geometry, "COMPILED_CPU_POSING", compiled)  # the Numba loop or PyTorch
     # A square pyramid (apex up, base open) and a vertex no face uses.
     vertices = torch.tensor([[0.0, 1, 0], [-1, 0, -1], [1, 0, -1], [1, 0, 1], [-1, 0, 1], [5, 5, 5]])[None]
     faces = torch.tensor([[0, 2, 1], [0, 3, 2], [0, 4, 3], [0, 1, 4]])
@@ -245,6 +245,6 @@ def test_compiled_vertex_normals_match_pytorch_on_the_body(anny_template, monkey
     with torch.no_grad():
         vertices = anny_template(pose).vertices
         compiled = vertex_normals(vertices, anny_template.faces)
-        monkeypatch.setattr(geometry, "COMPILED_CPU_NORMALS", False)
+        monkeypatch.setattr(geometry, "COMPILED_CPU_POSING", False)
         plain = vertex_normals(vertices, anny_template.faces)
     assert (compiled - plain).abs().max() < 1e-5

@@ -33,6 +33,7 @@ import math
 import roma
 import torch
 
+from ram_avatar.body import geometry
 from ram_avatar.body.layout import JOINT_NAMES, PARENTS, SmplxPose
 from ram_avatar.body.template import BodyTemplate
 
@@ -376,6 +377,8 @@ class AnnyTemplate(BodyTemplate):
             ),  # (M, 104)
         }
         if key is not None:
+            if geometry.COMPILED_CPU_POSING and shape.device.type == "cpu" and self.A.dtype == torch.float32:
+                rest["indices"], rest["bone_weights"] = model.vertex_bone_indices.long(), model.vertex_bone_weights
             self._rest_cache = (key, rest)
         return rest
 
@@ -416,7 +419,8 @@ class AnnyTemplate(BodyTemplate):
           ``U_0^T V_b U_b`` (``U``: Anny's reference orientations) and its head
           ``U_0^T (t + sum over its ancestors a, root excluded, of V_parent(a) o_a)``, ``o_a``
           being Anny's reference offset of a from its parent: one matrix product for all bones;
-        * skinning is one (M, 104) x (104, 12) product of dense bone weights and bone transforms.
+        * skinning is one (M, 104) x (104, 12) product of dense bone weights and bone transforms
+          (all vertices on a CPU without gradients: a compiled loop over each vertex's bones).
         """
         shape = self.default_shape() if shape is None else shape
         actions = self.facial_actions(pose, expression)  # (B, 52)
@@ -442,8 +446,13 @@ class AnnyTemplate(BodyTemplate):
         if vertex_ids is not None:
             blendshapes = blendshapes[:, vertex_ids]
         points = points + torch.einsum("cpd,bc->bpd", blendshapes, actions)  # (B, M, 3)
-        blend = torch.einsum("mj,bjk->bmk", rest["weights"], transforms.flatten(-2)).unflatten(-1, (3, 4))
-        vertices = torch.einsum("bmij,bmj->bmi", blend[..., :3], points) + blend[..., 3]
+        if "indices" in rest:  # all vertices, no gradient, CPU: the compiled loop
+            from ram_avatar.body.cpu_posing import skin_cpu
+
+            vertices = skin_cpu(points.expand(len(transforms), -1, -1), transforms, rest["indices"], rest["bone_weights"])
+        else:
+            blend = torch.einsum("mj,bjk->bmk", rest["weights"], transforms.flatten(-2)).unflatten(-1, (3, 4))
+            vertices = torch.einsum("bmij,bmj->bmi", blend[..., :3], points) + blend[..., 3]
         joints = self._joints(heads, v[:, self.head_bone] @ U[:, self.head_bone])
         # U_0^T, then back to the SMPL-X frame, for row vectors.
         turn = U[:, 0] @ self.A  # (1 or B, 3, 3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-COMPILED_CPU_NORMALS = True  # vertex normals with the Numba loop on a CPU when no gradient is needed
+COMPILED_CPU_POSING = True  # vertex normals and skinning with Numba loops on a CPU when no gradient is needed
 
 
 def face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -50,13 +50,13 @@ def vertex_normals(
             topology only).
     Returns:
         (B, V, 3) unit vectors (zero for a vertex no face uses). On a CPU without gradients,
-        computed by a compiled loop (``cpu_normals``; same values to float rounding).
+        computed by a compiled loop (``cpu_posing``; same values to float rounding).
     """
     B, V = vertices.shape[:2]
-    if COMPILED_CPU_NORMALS and vertices.device.type == "cpu" and vertices.dtype == torch.float32 and not (
+    if COMPILED_CPU_POSING and vertices.device.type == "cpu" and vertices.dtype == torch.float32 and not (
         torch.is_grad_enabled() and vertices.requires_grad
     ):
-        from ram_avatar.body.cpu_normals import vertex_normals_cpu  # numba: imported only when used
+        from ram_avatar.body.cpu_posing import vertex_normals_cpu  # numba: imported only when used
 
         return vertex_normals_cpu(vertices, faces)
     adjacency = vertex_faces(faces, V) if adjacency is None else adjacency
