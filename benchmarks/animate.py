@@ -17,8 +17,9 @@ the head (``render_speed.scene``), framed at each config's size. Stages, per fra
     forward       the avatar's forward (texture .. renderer)
     encode        RGBA -> uint8 frame -> H.264 (libx264, as the animation pipeline writes)
     end-to-end    all of the above in sequence, one frame, streaming (previous frame's features)
-    chunk of 8    the same for 8 frames as one batch, as ``ram-avatar animate`` runs (table: per
-                  chunk; summary: per frame)
+    chunk of 8    the same for 8 frames, prepared as one batch and rendered in batches as
+                  ``ram-avatar animate`` does (8 at 256^2, 2 at 512^2; table: per chunk;
+                  summary: per frame)
 
 The fast path's stages are its own: texture = the crop around the body (+ the expanded body);
 attention = pooling + the attention at its own size (the fast path never upsamples it);
@@ -56,6 +57,7 @@ from ram_avatar.models import PoseVAE, RamAvatar, StyleUNet, SubjectPoseDecoder,
 from ram_avatar.models.avatar import encode_parts
 from ram_avatar.models.dual_attention import attention_size
 from ram_avatar.models.fast import body_boxes, face_windows, hand_windows, optimize_for_inference
+from ram_avatar.pipelines.ram_avatar_pipeline import render_batch
 
 CHUNK = 8  # frames the animation pipeline prepares and renders as one batch
 
@@ -154,9 +156,13 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
             poses = pose[[0] * frames]
             aligned = align(poses, prior, decoder, 1.0, former_latent=None).pose
             m = net.prepare_inputs(template, aligned, camera, face_points=face.expand(frames, -1, -1))
-            out = net({**m, "previous_features": first["features"]})  # (1, C, h, w): a stream's chunk
-            for i in range(frames):
-                encoder.write(out["rgb"][i : i + 1], out["alpha"][i : i + 1])
+            previous = first["features"]
+            batch = render_batch((H, W)) if frames > 1 else 1  # as the pipeline splits a chunk
+            for start in range(0, frames, batch):  # previous_features (1, C, h, w): a stream's frames
+                out = net({**{k: v[start : start + batch] for k, v in m.items()}, "previous_features": previous})
+                previous = out["features"][-1:]
+                for i in range(len(out["rgb"])):
+                    encoder.write(out["rgb"][i : i + 1], out["alpha"][i : i + 1])
 
         same = [
             ("mda", lambda: align(pose, prior, decoder, 1.0), None),

@@ -604,7 +604,7 @@ class RamAvatarPipeline:
         colour = torch.tensor(background, device=self.device).view(1, 3, 1, 1)
         ood_before, ood_after = prepared.mda.get("ood_before"), prepared.mda.get("ood_after")
         count = prepared.frames.stop - prepared.frames.start
-        batch = max(1, 8 * 256 * 256 // (self.image_size[0] * self.image_size[1]))
+        batch = render_batch(self.image_size)
         out_frames = []
         for first in range(0, count, batch):
             items = {k: v[first : first + batch] for k, v in prepared.maps.items()}
@@ -701,6 +701,11 @@ class RamAvatarPipeline:
             render_fps=T / render if render > 0 else 0.0,
             extras={"median_frame_ms": 1000 * statistics.median(times) if times else None, "motion": driving.name},
         )  # fmt: skip
+
+
+def render_batch(image_size: tuple[int, int]) -> int:
+    """Frames the network renders at once: 8 at 256^2, fewer for larger frames (the same memory)."""
+    return max(1, 8 * 256 * 256 // (image_size[0] * image_size[1]))
 
 
 @dataclass
