@@ -347,7 +347,8 @@ class AnnyTemplate(BodyTemplate):
         """What posing needs from the shape (1 or B, 6) alone: the bones' rest ``heads`` (., 104, 3),
         reference orientations ``U`` and ``to_reference`` (., 104, 3, 3), parent ``offsets``
         (., 104, 3), the neutral rest ``points`` (., M, 3) and skinning ``weights`` (M, 104) of
-        ``vertex_ids`` (None: all). Without gradients, all vertices: kept for the last shape seen."""
+        ``vertex_ids`` (None: all). Without gradients, all vertices: kept for the last shape seen,
+        with sparse ``indices`` / ``bone_weights`` (V, 9) instead of ``weights`` on a CPU."""
         from anny.skinning import skinning
 
         model = self.model
@@ -372,13 +373,15 @@ class AnnyTemplate(BodyTemplate):
             "to_reference": to_reference,
             "offsets": (to_reference[:, parent] @ (h - h[:, parent])[..., None])[..., 0],  # root: 0
             "points": skinning.apply_linear_blendshape(model.template_vertices[ids], model.blendshapes[:, ids], neutral),
-            "weights": skinning.dense_bone_weights(
-                model.vertex_bone_weights[ids], model.vertex_bone_indices[ids], model.bone_count
-            ),  # (M, 104)
         }
+        if key is not None and geometry.COMPILED_CPU_POSING and shape.device.type == "cpu" and self.A.dtype == torch.float32:
+            # Sparse, for the compiled skinning loop: each vertex's (V, 9) bones and weights.
+            rest["indices"], rest["bone_weights"] = model.vertex_bone_indices.long(), model.vertex_bone_weights
+        else:
+            rest["weights"] = skinning.dense_bone_weights(
+                model.vertex_bone_weights[ids], model.vertex_bone_indices[ids], model.bone_count
+            )  # (M, 104)
         if key is not None:
-            if geometry.COMPILED_CPU_POSING and shape.device.type == "cpu" and self.A.dtype == torch.float32:
-                rest["indices"], rest["bone_weights"] = model.vertex_bone_indices.long(), model.vertex_bone_weights
             self._rest_cache = (key, rest)
         return rest
 
