@@ -95,10 +95,10 @@ def align(
         # was trained on the subject's consecutive poses, which its own output resembles.
         last, decoded = first, []
         for t in range(len(latents)):
-            pose_t = matrix_to_aa(decoder(latents[t : t + 1], last))  # (1, 21, 3)
-            last = prior.encode(pose_t)[0]
-            decoded.append(pose_t)
-        aligned = torch.cat(decoded)
+            rotations = decoder(latents[t : t + 1], last)  # (1, 21, 3, 3)
+            last = prior.encode_rotations(rotations)[0]
+            decoded.append(rotations)
+        aligned = matrix_to_aa(torch.cat(decoded))  # (T, 21, 3)
     if strength < 1.0:
         aligned = slerp_aa(body, aligned, strength)
     ood_after = decoder.ood_score(prior.encode(aligned)[0])

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ram_avatar.models.hub import HubModel
-from ram_avatar.rotations import aa_to_6d, matrix_to_aa, sixd_to_matrix
+from ram_avatar.rotations import aa_to_matrix, matrix_to_6d, matrix_to_aa, sixd_to_matrix
 
 NUM_BODY_JOINTS = 21
 
@@ -70,7 +70,11 @@ class PoseVAE(
     def encode(self, body_pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Axis-angle body pose (B, 21, 3) -> latent mean (B, D) and log-variance (B, D)."""
         self._check(body_pose)
-        mean, logvar = self.encoder(aa_to_6d(body_pose).flatten(1)).chunk(2, dim=-1)
+        return self.encode_rotations(aa_to_matrix(body_pose))
+
+    def encode_rotations(self, rotations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encode`` for body joint rotation matrices (B, 21, 3, 3)."""
+        mean, logvar = self.encoder(matrix_to_6d(rotations).flatten(1)).chunk(2, dim=-1)
         return mean, logvar.clamp(-12.0, 6.0)  # keeps exp() finite early in training
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
