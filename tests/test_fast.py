@@ -144,6 +144,9 @@ def test_windowed_shallow_unet_equals_the_full_one():
     x[1, 3, 5:9, 100:101] = 1.0  # second item: one thin line
     with torch.no_grad():
         torch.testing.assert_close(WindowedShallowUNet(unet, groups=2)(x), unet(x), atol=EXACT, rtol=0)
+        single = WindowedShallowUNet(unet, groups=2)  # one item at a time: the cached background stays clean
+        for item in (x[:1], x[1:]):
+            torch.testing.assert_close(single(item), unet(item), atol=EXACT, rtol=0)
         odd = x[..., :158, :]  # not a multiple of 4: the plain U-Net
         torch.testing.assert_close(WindowedShallowUNet(unet, groups=2)(odd), unet(odd), atol=EXACT, rtol=0)
 

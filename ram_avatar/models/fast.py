@@ -51,11 +51,11 @@ from torch import nn
 from ram_avatar.models.avatar import RamAvatar, previous_features, texture_map_names, to_rgba
 from ram_avatar.models.dual_attention import attention_size
 from ram_avatar.models.face_map import FACE_LANDMARKS, FaceMap, face_mesh_fragments, face_mesh_triangles, paint_face_mesh
-from ram_avatar.models.hand_map import CHANNELS_PER_HAND, HAND_KEYPOINTS, HandMap
-from ram_avatar.render import Fragments
+from ram_avatar.models.hand_map import HAND_KEYPOINTS, HandMap
 from ram_avatar.models.inputs import prepare_inputs
 from ram_avatar.models.layers import NEGATIVE_SLOPE, ShallowUNet, upsample_to
 from ram_avatar.models.style_unet import ModulatedConv2d, StyleUNet, encode_pyramid
+from ram_avatar.render import Fragments
 
 COMPILED_CPU_TEXTURE = True  # sample the texture with the Numba kernel on a CPU (tests flip it)
 
@@ -178,16 +178,16 @@ class WindowedShallowUNet(nn.Module):
         self.unet, self.groups = unet, groups
         self._background: dict[tuple, torch.Tensor] = {}
 
-    def background(self, like: torch.Tensor) -> torch.Tensor:
-        """(1, C, H, W): the U-Net's output for an all-zero input of ``like``'s size, device and
-        dtype (cached; ``like``'s values are not read)."""
-        key = (tuple(like.shape[1:]), like.device, like.dtype)
+    def background(self, size: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        """(1, C, H, W): the U-Net's output for an all-zero (H, W) = ``size`` input, on ``like``'s
+        device and dtype (cached)."""
+        key = (tuple(size), like.device, like.dtype)
         if key not in self._background:
-            self._background[key] = self.unet(like.new_zeros(1, *like.shape[1:]))
+            self._background[key] = self.unet(like.new_zeros(1, self.unet.down1[0].in_channels, *size))
         return self._background[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.background(x).expand(x.shape[0], -1, -1, -1).contiguous(memory_format=torch.channels_last)
+        out = self.background(x.shape[-2:], x).expand(x.shape[0], -1, -1, -1).clone(memory_format=torch.channels_last)
         for b, (r0, r1), (c0, c1), part in self.windows(x):
             out[b, :, r0:r1, c0:c1] = part
         return out
@@ -199,13 +199,8 @@ class WindowedShallowUNet(nn.Module):
         H, W = x.shape[-2:]
         if H % 4 or W % 4:
             return [(b, (0, H), (0, W), self.unet(x[b : b + 1])[0]) for b in range(x.shape[0])]
-        boxes = []
-        for b in range(x.shape[0]):
-            for group in x[b].chunk(self.groups):
-                drawn = group.abs().amax(0) > 0  # (H, W)
-                if drawn.any():
-                    rows, cols = drawn.any(1).nonzero()[:, 0], drawn.any(0).nonzero()[:, 0]
-                    boxes.append((b, (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)))
+        drawn = [(b, mask_span(group.abs().amax(0) > 0)) for b in range(x.shape[0]) for group in x[b].chunk(self.groups)]
+        boxes = [(b, *span) for b, span in drawn if span is not None]
         crop = lambda items, origins, hw: torch.stack([x[b, :, y : y + hw[0], c : c + hw[1]] for b, (y, c) in zip(items, origins)])  # noqa: E731
         return self.run(boxes, crop, (H, W))
 
@@ -260,19 +255,15 @@ def add_strided_conv(
         crop: (N, I, h + 3, w + 3) boxes (h, w even) with a zero border: one row / column before
             the box, two after.
         weight: (O, I, 3, 3).
-        origins: the top-left (y0, x0) (even) of box n in its frame: one per box, or one for all.
+        origins: the top-left (y0, x0) (even) of box n in its frame.
         items: the frame (index into ``out``) of box n; default: box n is in frame n.
     """
     part = F.conv2d(crop, weight, stride=2)  # (N, O, h / 2 + 1, w / 2 + 1)
     # Output row o reads input rows 2o - 1 .. 2o + 1: rows y0 / 2 .. (y0 + h) / 2 see the box.
-    targets = [(slice(None), *origins[0])] if items is None and len(origins) == 1 else [
-        (n if items is None else items[n], y0, x0) for n, (y0, x0) in enumerate(origins)
-    ]  # fmt: skip
-    for n, (b, y0, x0) in enumerate(targets):
-        oy, ox = y0 // 2, x0 // 2
+    for n, (y0, x0) in enumerate(origins):
+        b, oy, ox = n if items is None else items[n], y0 // 2, x0 // 2
         rows, cols = min(part.shape[-2], out.shape[-2] - oy), min(part.shape[-1], out.shape[-1] - ox)
-        source = part if b == slice(None) else part[n]
-        out[b, :, oy : oy + rows, ox : ox + cols] += source[..., :rows, :cols]
+        out[b, :, oy : oy + rows, ox : ox + cols] += part[n, :, :rows, :cols]
 
 
 @functools.lru_cache(maxsize=16)
@@ -425,7 +416,7 @@ class FastRamAvatar(nn.Module):
         Hp, Wp = H + -H % m, W + -W % m
         B = body.shape[0]
         background = self.parts_background(size, body)  # (1, O, Hp / 2, Wp / 2), bias in; channels-last
-        out = background.repeat(B, 1, 1, 1) if B > 1 else background.clone()
+        out = background.expand(B, -1, -1, -1).clone(memory_format=torch.channels_last)  # a copy: added to
         if low is not None:
             rows = strided_upsample_rows(H, low.shape[-2], Hp, low.device, low.dtype)  # (3, Hp / 2, h)
             cols = strided_upsample_rows(W, low.shape[-1], Wp, low.device, low.dtype)  # (3, Wp / 2, w)
@@ -465,9 +456,9 @@ class FastRamAvatar(nn.Module):
             H, W = size
             m = self.renderer.multiple
             parts = [like.new_zeros(1, self.textures[0].shape[-1], H, W)]
-            for part, points in ((self.face, (1, FACE_LANDMARKS, 3)), (self.hand, (1, 2, HAND_KEYPOINTS, 3))):
+            for part in (self.face, self.hand):
                 if part is not None:  # an empty drawing: nothing detected
-                    parts.append(part.unet.background(part.draw(like.new_zeros(points), size)))
+                    parts.append(part.unet.background(size, like))
             frame = F.pad(torch.cat(parts, 1), (0, -W % m, 0, -H % m))
             out = F.conv2d(frame, conv.weight, conv.bias, stride=2, padding=1)
             self._parts_background[key] = out.contiguous(memory_format=torch.channels_last)
@@ -477,24 +468,18 @@ class FastRamAvatar(nn.Module):
 def face_windows(face: FaceMap, points: torch.Tensor, size: tuple[int, int]) -> tuple[list, torch.Tensor]:
     """The face U-Net's ``windows`` and ``background`` (C, H, W) for face points (B, 478, 3),
     drawing only the windows' crops (the mesh is rasterized once, painted per crop)."""
-    dtype = face.codes.dtype
+    background = face.unet.background(size, face.codes)[0]
     if size[0] % 4 or size[1] % 4:
-        drawn = face.draw(points, size)
-        return face.unet.windows(drawn), face.unet.background(drawn)[0]
+        return face.unet.windows(face.draw(points, size)), background
     triangles = face_mesh_triangles().to(points.device)
-    fragments = face_mesh_fragments(points, triangles, size, dtype)
-    boxes = []
-    for b in range(points.shape[0]):
-        if fragments.mask[b].any():
-            rows, cols = fragments.mask[b].any(1).nonzero()[:, 0], fragments.mask[b].any(0).nonzero()[:, 0]
-            boxes.append((b, (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)))
+    fragments = face_mesh_fragments(points, triangles, size, face.codes.dtype)
+    boxes = [(b, *span) for b in range(points.shape[0]) if (span := mask_span(fragments.mask[b])) is not None]
 
     def crop(items: list[int], origins: list[tuple[int, int]], hw: tuple[int, int]) -> torch.Tensor:
         fields = (fragments.face_ids, fragments.bary, fragments.depth, fragments.mask)
         pick = lambda t: torch.stack([t[b, y : y + hw[0], x : x + hw[1]] for b, (y, x) in zip(items, origins)])  # noqa: E731
         return paint_face_mesh(Fragments(*(pick(t) for t in fields)), triangles, face.codes)
 
-    background = face.unet.background(face.codes.new_zeros(1, 1, 1, 1).expand(1, face.codes.shape[1] + 1, *size))[0]
     return face.unet.run(boxes, crop, size), background
 
 
@@ -502,9 +487,9 @@ def hand_windows(hand: HandMap, keypoints: torch.Tensor, size: tuple[int, int]) 
     """The hand U-Net's ``windows`` and ``background`` (C, H, W) for keypoints (B, 2, 21, 3),
     drawing only the windows' crops. A hand's box: its detected keypoints +- 4 sigma, which
     holds every pixel ``draw_hand_skeleton`` draws for it."""
+    background = hand.unet.background(size, hand.unet.out.weight)[0]
     if size[0] % 4 or size[1] % 4:
-        drawn = hand.draw(keypoints, size)
-        return hand.unet.windows(drawn), hand.unet.background(drawn)[0]
+        return hand.unet.windows(hand.draw(keypoints, size)), background
     reach = 4 * hand.sigma(size)
     boxes = []
     for b in range(keypoints.shape[0]):
@@ -520,9 +505,16 @@ def hand_windows(hand: HandMap, keypoints: torch.Tensor, size: tuple[int, int]) 
     def crop(items: list[int], origins: list[tuple[int, int]], hw: tuple[int, int]) -> torch.Tensor:
         return hand.draw(keypoints[items], size, (torch.tensor(origins), hw))
 
-    empty = hand.unet.out.weight.new_zeros(1, 1, 1, 1).expand(1, 2 * CHANNELS_PER_HAND, *size)
-    background = hand.unet.background(empty)[0]
     return hand.unet.run(boxes, crop, size), background
+
+
+def mask_span(mask: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """((row0, row1), (col0, col1)): the smallest box holding the True pixels of ``mask`` (H, W),
+    None if there are none."""
+    rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+    if len(rows) == 0:
+        return None
+    return (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
 
 
 Boxes = tuple[list[tuple[int, int]], tuple[int, int]]  # per frame (y0, x0), and one (h, w) for all
@@ -532,14 +524,15 @@ def body_boxes(mask: torch.Tensor, multiple: int) -> Boxes:
     """One box per frame of ``mask`` (B, H, W) holding its covered pixels, all of one size (the
     largest, so that they batch), edges on multiples of ``multiple`` (which divides H and W)."""
     B, H, W = mask.shape
+    snap = lambda low, high, n: (low // multiple * multiple, min(n, -(-high // multiple) * multiple))  # noqa: E731
     spans = []
     for b in range(B):
-        rows, cols = mask[b].any(1).nonzero()[:, 0], mask[b].any(0).nonzero()[:, 0]
-        if len(rows) == 0:
+        span = mask_span(mask[b])
+        if span is None:
             spans.append(((0, multiple), (0, multiple)))
-            continue
-        snap = lambda low, high, n: (low // multiple * multiple, min(n, -(-high // multiple) * multiple))  # noqa: E731
-        spans.append((snap(int(rows[0]), int(rows[-1]) + 1, H), snap(int(cols[0]), int(cols[-1]) + 1, W)))
+        else:
+            (r0, r1), (c0, c1) = span
+            spans.append((snap(r0, r1, H), snap(c0, c1, W)))
     h, w = (max(span[k][1] - span[k][0] for span in spans) for k in (0, 1))
     return [(min(rows[0], H - h), min(cols[0], W - w)) for rows, cols in spans], (h, w)
 
