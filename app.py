@@ -430,6 +430,9 @@ def build_app() -> gr.Blocks:
 def launch(**kwargs) -> tuple:
     """Build and launch; ``kwargs`` go to ``Blocks.launch`` (e.g. ``prevent_thread_lock=True``)."""
     OUTPUTS.mkdir(parents=True, exist_ok=True)
+    from ram_avatar.device import keep_freed_memory
+
+    keep_freed_memory()  # fewer page faults while rendering (see there)
     demo = build_app()
     demo.queue(default_concurrency_limit=1, max_size=32)
     return demo, demo.launch(allowed_paths=[str(OUTPUTS)], max_file_size=MAX_UPLOAD, theme=THEME, ssr_mode=False,

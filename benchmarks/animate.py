@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from render_speed import STYLEAVATAR_CHANNELS, scene, timed
 
-from ram_avatar.device import device_name
+from ram_avatar.device import device_name, keep_freed_memory
 from ram_avatar.body import load_template
 from ram_avatar.mda.align import align
 from ram_avatar.models import PoseVAE, RamAvatar, StyleUNet, SubjectPoseDecoder, config_image_size
@@ -222,6 +222,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line and the app do
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

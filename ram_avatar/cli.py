@@ -78,6 +78,9 @@ def script_main(module: str, doc: str | None, add_args, argv: list[str] | None =
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ram_avatar.device import keep_freed_memory
+
+    keep_freed_memory()  # fewer page faults in the frame loops (see there)
     if args.threads is not None:
         import torch
 

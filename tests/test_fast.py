@@ -7,7 +7,7 @@ import torch
 
 from ram_avatar.body import SmplxPose
 from ram_avatar.models import RamAvatar, StyleUNet, flat_face_layout
-from ram_avatar.models.fast import FoldedStyleUNet, collapse_pyramid, fold_wavelet, optimize_for_inference
+from ram_avatar.models.fast import FoldedStyleUNet, collapse_pyramid, fold_wavelet, mask_spans, optimize_for_inference
 from ram_avatar.models.layers import haar_idwt
 from ram_avatar.render import Camera
 
@@ -89,8 +89,9 @@ def test_collapsed_texture_is_within_tolerance_and_exact_for_smooth_coarse_level
     torch.testing.assert_close(got["rgb"], expected["rgb"], atol=EXACT, rtol=0)
 
 
-def test_compiled_texture_sampling_matches_grid_sample(anny_template, scene, monkeypatch):
-    """The Numba texture kernel (a CPU's default) gives what ``grid_sample`` + placing does."""
+def test_compiled_kernels_match_pytorch(anny_template, scene, monkeypatch):
+    """The Numba kernels (a CPU's default) give what PyTorch does: the texture lookup as
+    ``grid_sample`` + placing, the RGBA as ``pixel_shuffle`` + upsampling + ``to_rgba``."""
     import ram_avatar.models.fast as fast_module
 
     model = randomized(RamAvatar(**TINY))
@@ -98,7 +99,7 @@ def test_compiled_texture_sampling_matches_grid_sample(anny_template, scene, mon
     fast = optimize_for_inference(model)
     with torch.no_grad():
         compiled = fast(maps)
-        monkeypatch.setattr(fast_module, "COMPILED_CPU_TEXTURE", False)
+        monkeypatch.setattr(fast_module, "COMPILED_CPU", False)
         plain = fast(maps)
     for key in ("rgb", "alpha", "features"):
         torch.testing.assert_close(compiled[key], plain[key], atol=EXACT, rtol=0)
@@ -172,3 +173,10 @@ def test_a_batch_of_consecutive_frames_renders_as_a_stream(anny_template, scene)
         torch.testing.assert_close(batched["rgb"], torch.cat(frames), atol=EXACT, rtol=0)
         # the predecessor matters: measured 0.01, 1000x the tolerance above
         assert (broadcast["rgb"][1] - batched["rgb"][1]).abs().max() > 100 * EXACT
+
+
+def test_mask_spans_are_the_boxes_of_the_true_pixels():
+    masks = torch.zeros(3, 7, 9, dtype=torch.bool)
+    masks[0, 2, 3] = masks[0, 5, 1] = True  # two pixels: the box spans both
+    masks[2] = True  # everything
+    assert mask_spans(masks) == [((2, 6), (1, 4)), None, ((0, 7), (0, 9))]

@@ -11,6 +11,11 @@ What changes, and why (measured on 2 AMD EPYC cores, ``benchmarks/animate.py``):
 - The finest decoder level's ``ToImage`` (a 1x1 conv to 4 Haar sub-bands per channel) followed
   by the inverse Haar transform is one 1x1 conv (the transform folded into its weights) and a
   ``pixel_shuffle``: exact up to float rounding, and a dozen full-resolution elementwise ops fewer.
+  On a CPU that shuffle, the coarser levels' upsampled image added to it and ``to_rgba``'s clamp
+  are one Numba pass (``cpu_rgba``), not five passes over four-channel maps.
+- No concatenation: a conv over [upsampled coarser level, skip] (each decoder level's first, and
+  the face / hand U-Nets') is the sum of one conv over each part; a 1x1 conv after a bilinear
+  upsampling is applied before it, at the smaller size. Exact up to float rounding.
 - The neural texture's Laplacian pyramid is summed into one texture at the finest size (one
   ``grid_sample`` instead of one per level). This one is *not* exact: a bilinear sample of the
   upsampled coarse level differs from the bilinear sample of the coarse level inside the fine
@@ -33,8 +38,11 @@ What changes, and why (measured on 2 AMD EPYC cores, ``benchmarks/animate.py``):
 
 Kept out after measuring on that CPU (AVX2, no bf16 units): bf16 (the folded rt-256 renderer took
 6x longer) and ``torch.compile`` (5 minutes to compile the renderer on a busy machine, then no
-faster; and the covered-pixel count changes every frame, so the texture stage would recompile).
-The dual attention is the eager module.
+faster; and the covered-pixel count changes every frame, so the texture stage would recompile);
+running the Numba loops over a batch's frames in two threads (no faster end to end: PyTorch's
+OpenMP threads keep spinning on the second core for a while after each op); block-banded row /
+column products for the attention term (3x fewer multiplications, no faster: the time is in
+moving the operands). The dual attention is the eager module.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ram_avatar.models.avatar import RamAvatar, previous_features, texture_map_names, to_rgba
+from ram_avatar.models.avatar import RamAvatar, previous_features, texture_map_names
 from ram_avatar.models.dual_attention import attention_size
 from ram_avatar.models.face_map import FACE_LANDMARKS, FaceMap, face_mesh_fragments, face_mesh_triangles, paint_face_mesh
 from ram_avatar.models.hand_map import HAND_KEYPOINTS, HandMap
@@ -57,7 +65,7 @@ from ram_avatar.models.layers import NEGATIVE_SLOPE, ShallowUNet, upsample_to
 from ram_avatar.models.style_unet import ModulatedConv2d, StyleUNet, encode_pyramid
 from ram_avatar.render import Fragments
 
-COMPILED_CPU_TEXTURE = True  # sample the texture with the Numba kernel on a CPU (tests flip it)
+COMPILED_CPU = True  # the Numba kernels on a CPU: texture lookup, RGBA (tests flip it)
 
 # Inverse Haar transform as a table: output pixel (dy, dx) of a 2x2 block = sum over the
 # sub-bands [LL, LH, HL, HH] of sign / 2 times the coefficient (see layers.haar_idwt).
@@ -106,15 +114,18 @@ class FoldedStyleUNet(nn.Module):
         with torch.no_grad():
             style = unet.style()
             dtype = unet.latent.dtype
-            self.up = nn.ModuleList()
-            for level in unet.up:
+            self.up, self.skip = nn.ModuleList(), nn.ModuleList()
+            for k, level in enumerate(unet.up):
                 convs = nn.ModuleList()
                 for styled in level:
-                    weight = fold_modulated(styled.conv, style)
-                    conv = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[-1], padding=weight.shape[-1] // 2)
-                    conv.weight.copy_(weight.to(dtype))
-                    conv.bias.copy_(styled.bias.view(-1))
-                    convs.append(conv)
+                    convs.append(_conv(fold_modulated(styled.conv, style).to(dtype), styled.bias.view(-1)))
+                if k < len(unet.up) - 1:
+                    # The level's first conv reads [upsampled coarser level, skip]: split in two
+                    # convs, one per part, summed (no concatenated copy of the two).
+                    upsampled = unet.up[k + 1][-1].conv.weight.shape[0]
+                    weight = convs[0].weight
+                    self.skip.append(_conv(weight[:, upsampled:], None))
+                    convs[0] = _conv(weight[:, :upsampled], convs[0].bias)
                 self.up.append(convs)
             self.to_image = nn.ModuleList()
             self.shuffle = [head.wavelet for head in unet.to_image]
@@ -136,26 +147,54 @@ class FoldedStyleUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(encode_pyramid(x, self.stem, self.down), x.shape[-2:])
 
-    def from_stem(self, stem: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """The output for the stem's output (B, widths[0], Hp / 2, Wp / 2) of a (H, W) = ``size`` input."""
+    def from_stem(self, stem: torch.Tensor, size: tuple[int, int], rgba: bool = False) -> torch.Tensor:
+        """The output for the stem's output (B, widths[0], Hp / 2, Wp / 2) of a (H, W) = ``size``
+        input (``rgba``: see ``decode``)."""
         skips = [stem]
         for level in self.down:
             skips.append(level(skips[-1]))
-        return self.decode(skips, size)
+        return self.decode(skips, size, rgba)
 
-    def decode(self, skips: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """The encoder's skips (finest first) -> (B, out, H, W)."""
+    def decode(self, skips: list[torch.Tensor], size: tuple[int, int], rgba: bool = False) -> torch.Tensor:
+        """The encoder's skips (finest first) -> (B, out, H, W); with ``rgba``, what ``to_rgba``
+        makes of it: 0.5 + the output, clamped to [0, 1] (on a CPU, one pass: ``cpu_rgba``)."""
         H, W = size
         out, image = None, None
         for k in reversed(range(len(skips))):
-            out = skips[k] if out is None else torch.cat([upsample_to(out, skips[k].shape[-2:]), skips[k]], 1)
-            for conv in self.up[k]:
-                out = F.leaky_relu(conv(out), NEGATIVE_SLOPE)
-            level = self.to_image[k](out.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            convs = self.up[k]
+            if out is None:
+                out = F.leaky_relu_(convs[0](skips[k]), NEGATIVE_SLOPE)
+            else:
+                out = convs[0](upsample_to(out, skips[k].shape[-2:])).add_(self.skip[k](skips[k]))
+                out = F.leaky_relu_(out, NEGATIVE_SLOPE)
+            for conv in convs[1:]:
+                out = F.leaky_relu_(conv(out), NEGATIVE_SLOPE)
+            level = self.to_image[k](out.permute(0, 2, 3, 1))  # (B, h, w, channels) pixel-major
+            if rgba and k == 0 and self.shuffle[0] and image is not None and _compiled(level):
+                from ram_avatar.models.cpu_rgba import rgba_cpu  # numba: imported only when used
+
+                return rgba_cpu(level, image, size)
+            level = level.permute(0, 3, 1, 2)
             if self.shuffle[k]:
                 level = F.pixel_shuffle(level, 2)
             image = level if image is None else level + upsample_to(image, level.shape[-2:])
-        return image[..., :H, :W]
+        image = image[..., :H, :W]
+        return (image + 0.5).clamp_(0, 1) if rgba else image
+
+
+def _conv(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
+    """A same-size conv with these (O, I, k, k) ``weight`` and (O,) ``bias`` (None: no bias)."""
+    O, I, k = weight.shape[:3]
+    conv = nn.Conv2d(I, O, k, padding=k // 2, bias=bias is not None)
+    conv.weight.copy_(weight)
+    if bias is not None:
+        conv.bias.copy_(bias)
+    return conv
+
+
+def _compiled(x: torch.Tensor) -> bool:
+    """Whether the Numba kernels take ``x``: float32 on a CPU, and not switched off."""
+    return COMPILED_CPU and x.device.type == "cpu" and x.dtype == torch.float32
 
 
 class WindowedShallowUNet(nn.Module):
@@ -169,6 +208,10 @@ class WindowedShallowUNet(nn.Module):
     (so the crop's own borders cannot reach it), and pasted. Crops start and end on multiples of
     4 so the stride-2 grids and the 2x resizes line up with the full frame's; frames whose sides
     are not multiples of 4 (where the resizes are not exactly 2x) run the plain U-Net.
+
+    The U-Net itself runs without its two concatenations (``evaluate``): a conv over [a, b] is
+    the sum of a conv over a and one over b, and the output's 1x1 conv commutes with the bilinear
+    upsampling before it, so it runs at half size.
     """
 
     MARGIN = 16
@@ -177,13 +220,29 @@ class WindowedShallowUNet(nn.Module):
         super().__init__()
         self.unet, self.groups = unet, groups
         self._background: dict[tuple, torch.Tensor] = {}
+        hidden = unet.down1[0].out_channels
+        part = lambda weight, channels: nn.Parameter(weight[:, channels].clone(), requires_grad=False)  # noqa: E731
+        up1, out = unet.up1[0].weight, unet.out.weight  # over [up(d2), d1], [up(u1), x]
+        self.up1_upsampled, self.up1_skip = part(up1, slice(0, 2 * hidden)), part(up1, slice(2 * hidden, None))
+        self.out_upsampled, self.out_input = part(out, slice(0, hidden)), part(out, slice(hidden, None))
+
+    def evaluate(self, x: torch.Tensor) -> torch.Tensor:
+        """``unet(x)``, (N, in, h, w) -> (N, out, h, w), without concatenating (see above)."""
+        unet = self.unet
+        x = x.contiguous(memory_format=torch.channels_last)  # as ShallowUNet: CPU convs ~2-4x faster
+        d1 = unet.down1(x)
+        d2 = unet.down2(d1)
+        u1 = F.conv2d(upsample_to(d2, d1.shape[-2:]), self.up1_upsampled, unet.up1[0].bias, padding=1)
+        u1 = F.leaky_relu_(u1.add_(F.conv2d(d1, self.up1_skip, padding=1)), NEGATIVE_SLOPE)
+        coarse = F.conv2d(u1, self.out_upsampled)  # the 1x1 conv at half size, then upsampled
+        return upsample_to(coarse, x.shape[-2:]).add_(F.conv2d(x, self.out_input, unet.out.bias))
 
     def background(self, size: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
         """(1, C, H, W): the U-Net's output for an all-zero (H, W) = ``size`` input, on ``like``'s
         device and dtype (cached)."""
         key = (tuple(size), like.device, like.dtype)
         if key not in self._background:
-            self._background[key] = self.unet(like.new_zeros(1, self.unet.down1[0].in_channels, *size))
+            self._background[key] = self.evaluate(like.new_zeros(1, self.unet.down1[0].in_channels, *size))
         return self._background[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,9 +257,10 @@ class WindowedShallowUNet(nn.Module):
         they do). A frame whose sides are not multiples of 4 is one region, run whole."""
         H, W = x.shape[-2:]
         if H % 4 or W % 4:
-            return [(b, (0, H), (0, W), self.unet(x[b : b + 1])[0]) for b in range(x.shape[0])]
-        drawn = [(b, mask_span(group.abs().amax(0) > 0)) for b in range(x.shape[0]) for group in x[b].chunk(self.groups)]
-        boxes = [(b, *span) for b, span in drawn if span is not None]
+            return [(b, (0, H), (0, W), self.evaluate(x[b : b + 1])[0]) for b in range(x.shape[0])]
+        groups = x.unflatten(1, (self.groups, -1)).abs().amax(2) > 0  # (B, groups, H, W)
+        drawn = zip(range(x.shape[0] * self.groups), mask_spans(groups.flatten(0, 1)))
+        boxes = [(n // self.groups, *span) for n, span in drawn if span is not None]
         crop = lambda items, origins, hw: torch.stack([x[b, :, y : y + hw[0], c : c + hw[1]] for b, (y, c) in zip(items, origins)])  # noqa: E731
         return self.run(boxes, crop, (H, W))
 
@@ -216,7 +276,7 @@ class WindowedShallowUNet(nn.Module):
         windows = [[self._grow(lo, hi, n, self.MARGIN) for (lo, hi), n in zip(region, size)] for region in regions]
         h, w = (max(window[k][1] - window[k][0] for window in windows) for k in (0, 1))
         origins = [(min(rows[0], size[0] - h), min(cols[0], size[1] - w)) for rows, cols in windows]  # multiples of 4
-        parts = self.unet(crop([b for b, _, _ in boxes], origins, (h, w)))
+        parts = self.evaluate(crop([b for b, _, _ in boxes], origins, (h, w)))
         return [
             (b, (r0, r1), (c0, c1), part[:, r0 - y0 : r1 - y0, c0 - x0 : c1 - x0])
             for (b, _, _), ((r0, r1), (c0, c1)), (y0, x0), part in zip(boxes, regions, origins, parts)
@@ -330,7 +390,7 @@ class FastRamAvatar(nn.Module):
         B, H, W = mask.shape
         origins, (h, w) = boxes or ([(0, 0)] * B, (H, W))
         texture = self.textures[0]
-        if COMPILED_CPU_TEXTURE and len(self.textures) == 1 and texture.device.type == "cpu" and texture.dtype == torch.float32:
+        if len(self.textures) == 1 and _compiled(texture):
             from ram_avatar.models.cpu_texture import sample_crop_cpu  # numba: imported only when used
 
             return sample_crop_cpu(texture[0], uv, mask, origins, (h, w)).permute(0, 3, 1, 2)
@@ -371,7 +431,8 @@ class FastRamAvatar(nn.Module):
                     )  # fmt: skip
             low = self.attention.low_res(pooled, expanded, previous)
         stem = self.stem(body, boxes[0], low, maps, (H, W))
-        return {**to_rgba(self.renderer.from_stem(stem, (H, W))), "features": pooled}
+        rgba = self.renderer.from_stem(stem, (H, W), rgba=True)
+        return {"rgb": rgba[:, :3], "alpha": rgba[:, 3:], "features": pooled}
 
     @staticmethod
     def pool(crop: torch.Tensor, origins: list[tuple[int, int]] | None, size: tuple[int, int], small: tuple[int, int]) -> torch.Tensor:
@@ -473,7 +534,7 @@ def face_windows(face: FaceMap, points: torch.Tensor, size: tuple[int, int]) -> 
         return face.unet.windows(face.draw(points, size)), background
     triangles = face_mesh_triangles().to(points.device)
     fragments = face_mesh_fragments(points, triangles, size, face.codes.dtype)
-    boxes = [(b, *span) for b in range(points.shape[0]) if (span := mask_span(fragments.mask[b])) is not None]
+    boxes = [(b, *span) for b, span in enumerate(mask_spans(fragments.mask)) if span is not None]
 
     def crop(items: list[int], origins: list[tuple[int, int]], hw: tuple[int, int]) -> torch.Tensor:
         fields = (fragments.face_ids, fragments.bary, fragments.depth, fragments.mask)
@@ -508,13 +569,17 @@ def hand_windows(hand: HandMap, keypoints: torch.Tensor, size: tuple[int, int]) 
     return hand.unet.run(boxes, crop, size), background
 
 
-def mask_span(mask: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int]] | None:
-    """((row0, row1), (col0, col1)): the smallest box holding the True pixels of ``mask`` (H, W),
-    None if there are none."""
-    rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
-    if len(rows) == 0:
-        return None
-    return (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
+def mask_spans(masks: torch.Tensor) -> list[tuple[tuple[int, int], tuple[int, int]] | None]:
+    """Per mask of ``masks`` (B, H, W): ((row0, row1), (col0, col1)), the smallest box holding its
+    True pixels, or None if there are none."""
+
+    def ends(lines: torch.Tensor) -> tuple[list[int], list[int]]:  # (B, N) bool -> first, last + 1
+        lines = lines.to(torch.uint8)
+        return lines.argmax(1).tolist(), (lines.shape[1] - lines.flip(1).argmax(1)).tolist()
+
+    rows, cols = masks.any(2), masks.any(1)  # (B, H), (B, W)
+    (r0, r1), (c0, c1), seen = ends(rows), ends(cols), rows.any(1).tolist()
+    return [((r0[b], r1[b]), (c0[b], c1[b])) if seen[b] else None for b in range(masks.shape[0])]
 
 
 Boxes = tuple[list[tuple[int, int]], tuple[int, int]]  # per frame (y0, x0), and one (h, w) for all
@@ -523,11 +588,10 @@ Boxes = tuple[list[tuple[int, int]], tuple[int, int]]  # per frame (y0, x0), and
 def body_boxes(mask: torch.Tensor, multiple: int) -> Boxes:
     """One box per frame of ``mask`` (B, H, W) holding its covered pixels, all of one size (the
     largest, so that they batch), edges on multiples of ``multiple`` (which divides H and W)."""
-    B, H, W = mask.shape
+    H, W = mask.shape[1:]
     snap = lambda low, high, n: (low // multiple * multiple, min(n, -(-high // multiple) * multiple))  # noqa: E731
     spans = []
-    for b in range(B):
-        span = mask_span(mask[b])
+    for span in mask_spans(mask):
         if span is None:
             spans.append(((0, multiple), (0, multiple)))
         else:

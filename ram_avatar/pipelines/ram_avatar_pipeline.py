@@ -612,8 +612,9 @@ class RamAvatarPipeline:
                 items["previous_features"] = state.features  # (1, C, h, w): the frame before the first
             out = renderer(items)
             state.features = out["features"][-1:]
-            images = out["rgb"] * out["alpha"] + colour * (1 - out["alpha"])
-            images = (images.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            # Over the background: colour + alpha (rgb - colour), in place, as bytes (B, H, W, 3).
+            images = (out["rgb"] - colour).mul_(out["alpha"]).add_(colour).mul_(255).round_().clamp_(0, 255)
+            images = images.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
             for j, image in enumerate(images):
                 i = first + j
                 over = None

@@ -25,9 +25,8 @@ def zbuffer_cpu(
     X: torch.Tensor,
     Y: torch.Tensor,
     z: torch.Tensor,
-    corners: list[torch.Tensor],
+    faces: torch.Tensor,
     shape: tuple[int, int, int],
-    faces_per_item: int,
     cull_backfaces: bool,
     surface: bool = False,
 ) -> tuple[torch.Tensor, ...]:
@@ -36,8 +35,8 @@ def zbuffer_cpu(
     Args:
         X, Y: (B*V,) float32 vertex pixels in 1/256 pixel, integers (X is NaN for vertices that
             must drop their faces); z: (B*V,) float32 camera depth.
-        corners: 3 x (B*F,) long, corner k of each triangle, indexing the B*V vertices.
-        shape: (B, H, W); faces_per_item: F (triangle b*F+f belongs to batch item b).
+        faces: (F, 3) long, the corners of each triangle, indexing an item's V vertices.
+        shape: (B, H, W).
         surface: also compute the barycentrics and depth (not differentiable), with the same
             float operations as ``rasterizer._fragments``, so the same values.
     Returns:
@@ -47,96 +46,84 @@ def zbuffer_cpu(
     """
     B, H, W = shape
     pixels = B * H * W
-    winner = np.full(pixels, -1, dtype=np.int64)
-    corner_array = np.stack([c.cpu().numpy() for c in corners], 1)  # (B*F, 3)
+    winner = np.empty(pixels, dtype=np.int64)  # the kernel fills it
     z = z.detach().cpu().float().numpy()
     mask = np.zeros(pixels if surface else 0, dtype=np.bool_)
     bary = np.zeros((pixels if surface else 0, 3), dtype=np.float32)
     depth = np.zeros(pixels if surface else 0, dtype=np.float32)
     with np.errstate(divide="ignore"):  # z = 0: such vertices' X is NaN, their faces skipped
         inverse_depth = (1 / z).astype(np.float64)  # as the vectorised z-buffer: float32, then float64
-    _rasterize_triangles(
-        X.detach().cpu().numpy(),
-        Y.detach().cpu().numpy(),
-        inverse_depth,
-        z,
-        corner_array,
-        faces_per_item,
-        H,
-        W,
-        cull_backfaces,
-        winner,
-        mask,
-        bary,
-        depth,
-    )
+    arrays = (X.detach().cpu().numpy(), Y.detach().cpu().numpy(), inverse_depth, z, faces.cpu().numpy())
+    _rasterize_triangles(*arrays, B, H, W, cull_backfaces, winner, mask, bary, depth)
     outputs = (winner, mask, bary, depth) if surface else (winner,)
     return tuple(torch.from_numpy(a).to(X.device) for a in outputs)
 
 
 @numba.njit(cache=True, nogil=True)
-def _rasterize_triangles(X, Y, inverse_depth, z, corners, faces_per_item, H, W, cull_backfaces, winner, mask, bary, depth):
-    """numpy arrays as ``zbuffer_cpu``'s tensors (corners stacked (B*F, 3)); fills ``winner``
-    (B*H*W,), or when ``mask`` (B*H*W,) is not empty the face ids, mask, bary and depth."""
-    best = np.zeros(winner.shape[0], dtype=np.float32)  # 1/z of the current winner (> 0)
+def _rasterize_triangles(X, Y, inverse_depth, z, faces, B, H, W, cull_backfaces, winner, mask, bary, depth):
+    """numpy arrays as ``zbuffer_cpu``'s tensors; fills ``winner`` (B*H*W,), or when ``mask``
+    (B*H*W,) is not empty the face ids, mask, bary and depth."""
+    F, V = faces.shape[0], X.shape[0] // B
+    winner[:] = -1
+    best = np.zeros(B * H * W, dtype=np.float32)  # 1/z of the current winner (> 0)
     half = SUBPIXEL // 2
     surface = mask.shape[0] > 0
-    for t in range(corners.shape[0]):
-        i0, i1, i2 = corners[t, 0], corners[t, 1], corners[t, 2]
-        if math.isnan(X[i0]) or math.isnan(X[i1]) or math.isnan(X[i2]):
-            continue
-        x = (np.int64(X[i0]), np.int64(X[i1]), np.int64(X[i2]))
-        y = (np.int64(Y[i0]), np.int64(Y[i1]), np.int64(Y[i2]))
-        # Twice the signed screen area: < 0 is counter-clockwise on screen (y down), front-facing.
-        area = (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0])
-        if area == 0 or (cull_backfaces and area > 0):
-            continue
-        sign = 1 if area > 0 else -1
-        # Pixel centres j + 1/2 in [min x, max x), clamped to the image (top-left rule: never at max).
-        j_low = max(0, math.ceil(min(x[0], x[1], x[2]) / SUBPIXEL - 0.5))
-        j_high = min(W, math.ceil(max(x[0], x[1], x[2]) / SUBPIXEL - 0.5))
-        i_low = max(0, math.ceil(min(y[0], y[1], y[2]) / SUBPIXEL - 0.5))
-        i_high = min(H, math.ceil(max(y[0], y[1], y[2]) / SUBPIXEL - 0.5))
-        if j_low >= j_high or i_low >= i_high:
-            continue
-        # Edge k (corner k+1 -> k+2): a x + b y + c > 0 inside, the three summing to |area|; a
-        # centre exactly on an edge belongs to the triangle for which it is a top or left edge.
-        a0, b0 = (y[1] - y[2]) * sign, (x[2] - x[1]) * sign
-        a1, b1 = (y[2] - y[0]) * sign, (x[0] - x[2]) * sign
-        a2, b2 = (y[0] - y[1]) * sign, (x[1] - x[0]) * sign
-        c0 = (x[1] * y[2] - x[2] * y[1]) * sign
-        c1 = (x[2] * y[0] - x[0] * y[2]) * sign
-        c2 = (x[0] * y[1] - x[1] * y[0]) * sign
-        bias0 = 1 if a0 > 0 or (a0 == 0 and b0 > 0) else 0  # value + bias > 0: inside or owned edge
-        bias1 = 1 if a1 > 0 or (a1 == 0 and b1 > 0) else 0
-        bias2 = 1 if a2 > 0 or (a2 == 0 and b2 > 0) else 0
-        # 1/z is affine on screen: sum_k (edge_k / |area|) / z_k.
-        w0 = inverse_depth[i0] / abs(area)
-        w1 = inverse_depth[i1] / abs(area)
-        w2 = inverse_depth[i2] / abs(area)
-        item = t // faces_per_item
-        base = item * H * W
-        label = t - item * faces_per_item if surface else t  # face id f, or b * F + f
-        for i in range(i_low, i_high):
-            py = i * SUBPIXEL + half
-            for j in range(j_low, j_high):
-                px = j * SUBPIXEL + half
-                e0 = a0 * px + b0 * py + c0
-                e1 = a1 * px + b1 * py + c1
-                e2 = a2 * px + b2 * py + c2
-                if e0 + bias0 > 0 and e1 + bias1 > 0 and e2 + bias2 > 0:
-                    inv_z = np.float32(e0 * w0 + e1 * w1 + e2 * w2)
-                    pixel = base + i * W + j
-                    if inv_z >= best[pixel]:
-                        best[pixel] = inv_z
-                        winner[pixel] = label
-                        if surface:  # the float32 steps of rasterizer._fragments, in its order
-                            mask[pixel] = True
-                            total = e0 + e1 + e2
-                            p0 = np.float32(e0 / total) / z[i0]
-                            p1 = np.float32(e1 / total) / z[i1]
-                            p2 = np.float32(e2 / total) / z[i2]
-                            norm = p0 + p1 + p2
-                            q0, q1, q2 = p0 / norm, p1 / norm, p2 / norm
-                            bary[pixel, 0], bary[pixel, 1], bary[pixel, 2] = q0, q1, q2
-                            depth[pixel] = q0 * z[i0] + q1 * z[i1] + q2 * z[i2]
+    for item in range(B):
+        offset, base = item * V, item * H * W
+        for f in range(F):
+            label = f if surface else item * F + f  # face id f, or b * F + f
+            i0, i1, i2 = offset + faces[f, 0], offset + faces[f, 1], offset + faces[f, 2]
+            if math.isnan(X[i0]) or math.isnan(X[i1]) or math.isnan(X[i2]):
+                continue
+            x = (np.int64(X[i0]), np.int64(X[i1]), np.int64(X[i2]))
+            y = (np.int64(Y[i0]), np.int64(Y[i1]), np.int64(Y[i2]))
+            # Twice the signed screen area: < 0 is counter-clockwise on screen (y down), front-facing.
+            area = (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0])
+            if area == 0 or (cull_backfaces and area > 0):
+                continue
+            sign = 1 if area > 0 else -1
+            # Pixel centres j + 1/2 in [min x, max x), clamped to the image (top-left rule: never at max).
+            j_low = max(0, math.ceil(min(x[0], x[1], x[2]) / SUBPIXEL - 0.5))
+            j_high = min(W, math.ceil(max(x[0], x[1], x[2]) / SUBPIXEL - 0.5))
+            i_low = max(0, math.ceil(min(y[0], y[1], y[2]) / SUBPIXEL - 0.5))
+            i_high = min(H, math.ceil(max(y[0], y[1], y[2]) / SUBPIXEL - 0.5))
+            if j_low >= j_high or i_low >= i_high:
+                continue
+            # Edge k (corner k+1 -> k+2): a x + b y + c > 0 inside, the three summing to |area|; a
+            # centre exactly on an edge belongs to the triangle for which it is a top or left edge.
+            a0, b0 = (y[1] - y[2]) * sign, (x[2] - x[1]) * sign
+            a1, b1 = (y[2] - y[0]) * sign, (x[0] - x[2]) * sign
+            a2, b2 = (y[0] - y[1]) * sign, (x[1] - x[0]) * sign
+            c0 = (x[1] * y[2] - x[2] * y[1]) * sign
+            c1 = (x[2] * y[0] - x[0] * y[2]) * sign
+            c2 = (x[0] * y[1] - x[1] * y[0]) * sign
+            bias0 = 1 if a0 > 0 or (a0 == 0 and b0 > 0) else 0  # value + bias > 0: inside or owned edge
+            bias1 = 1 if a1 > 0 or (a1 == 0 and b1 > 0) else 0
+            bias2 = 1 if a2 > 0 or (a2 == 0 and b2 > 0) else 0
+            # 1/z is affine on screen: sum_k (edge_k / |area|) / z_k.
+            w0 = inverse_depth[i0] / abs(area)
+            w1 = inverse_depth[i1] / abs(area)
+            w2 = inverse_depth[i2] / abs(area)
+            for i in range(i_low, i_high):
+                py = i * SUBPIXEL + half
+                for j in range(j_low, j_high):
+                    px = j * SUBPIXEL + half
+                    e0 = a0 * px + b0 * py + c0
+                    e1 = a1 * px + b1 * py + c1
+                    e2 = a2 * px + b2 * py + c2
+                    if e0 + bias0 > 0 and e1 + bias1 > 0 and e2 + bias2 > 0:
+                        inv_z = np.float32(e0 * w0 + e1 * w1 + e2 * w2)
+                        pixel = base + i * W + j
+                        if inv_z >= best[pixel]:
+                            best[pixel] = inv_z
+                            winner[pixel] = label
+                            if surface:  # the float32 steps of rasterizer._fragments, in its order
+                                mask[pixel] = True
+                                total = e0 + e1 + e2
+                                p0 = np.float32(e0 / total) / z[i0]
+                                p1 = np.float32(e1 / total) / z[i1]
+                                p2 = np.float32(e2 / total) / z[i2]
+                                norm = p0 + p1 + p2
+                                q0, q1, q2 = p0 / norm, p1 / norm, p2 / norm
+                                bary[pixel, 0], bary[pixel, 1], bary[pixel, 2] = q0, q1, q2
+                                depth[pixel] = q0 * z[i0] + q1 * z[i1] + q2 * z[i2]

@@ -100,17 +100,18 @@ def rasterize(
     if backend not in ("auto", "torch"):
         raise ValueError(f"Unknown rasterizer backend {backend!r}; choose 'auto', 'torch' or 'pytorch3d'")
 
-    u, v, z, corners = _project(vertices, faces, camera)
+    u, v, z = _project(vertices, camera)
     X, Y = _fixed_point(u, v, z, near)
     differentiable = torch.is_grad_enabled() and z.requires_grad
     if X.device.type == "cpu" and COMPILED_CPU_ZBUFFER and not differentiable and z.dtype == torch.float32:
         # Nothing to differentiate: the compiled loop also gives the barycentrics and depth.
         from ram_avatar.render.cpu_zbuffer import zbuffer_cpu
 
-        surface = zbuffer_cpu(X, Y, z, corners, (B, H, W), faces.shape[0], cull_backfaces, surface=True)
+        surface = zbuffer_cpu(X, Y, z, faces, (B, H, W), cull_backfaces, surface=True)
         face_ids, mask, bary, depth = (x.view(B, H, W, -1).squeeze(-1) for x in surface)
         return Fragments(face_ids, bary, depth, mask)
-    winner = _winners(X, Y, z.detach(), corners, faces.shape[0], (B, H, W), cull_backfaces)
+    corners = _corners(faces, B, vertices.shape[1])
+    winner = _winners(X, Y, z.detach(), corners, faces, (B, H, W), cull_backfaces)
     return _fragments(winner, (u, X), (v, Y), z, corners, faces.shape[0], (B, H, W))
 
 
@@ -122,14 +123,16 @@ def _batched(camera: Camera, batch_size: int) -> Camera:
     return Camera(K, R, t, camera.image_size)
 
 
-def _project(
-    vertices: torch.Tensor, faces: torch.Tensor, camera: Camera
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Flattened projection: u, v, z (B*V,) and the corners 3 x (B*F,) indexing them."""
-    B, V = vertices.shape[:2]
+def _project(vertices: torch.Tensor, camera: Camera) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flattened projection of ``vertices`` (B, V, 3): u, v, z (B*V,)."""
     u, v, z = (row.reshape(-1) for row in camera.project_rows(vertices).unbind(1))
+    return u, v, z
+
+
+def _corners(faces: torch.Tensor, B: int, V: int) -> list[torch.Tensor]:
+    """The corners 3 x (B*F,) of ``faces`` (F, 3) in each of B items, indexing the flattened B*V vertices."""
     offsets = V * torch.arange(B, device=faces.device)[:, None]
-    return u, v, z, [(faces[:, k] + offsets).reshape(-1) for k in range(3)]
+    return [(faces[:, k] + offsets).reshape(-1) for k in range(3)]
 
 
 def _fixed_point(
@@ -150,21 +153,21 @@ def _winners(
     Y: torch.Tensor,
     z: torch.Tensor,
     corners: list[torch.Tensor],
-    num_faces: int,
+    faces: torch.Tensor,
     shape: tuple[int, int, int],
     cull_backfaces: bool,
 ) -> torch.Tensor:
     """The nearest triangle at each pixel centre, (B*H*W,) long as b * F + f, -1 where none.
 
-    Arguments as for ``_zbuffer``. On the CPU a compiled loop over the triangles
-    (:mod:`ram_avatar.render.cpu_zbuffer`, same rules, several times faster); elsewhere the
-    vectorised ``_zbuffer``.
+    Arguments as for ``_zbuffer``, and the (F, 3) ``faces`` the corners come from. On the CPU a
+    compiled loop over the triangles (:mod:`ram_avatar.render.cpu_zbuffer`, same rules, several
+    times faster); elsewhere the vectorised ``_zbuffer``.
     """
     if X.device.type == "cpu" and COMPILED_CPU_ZBUFFER:
         from ram_avatar.render.cpu_zbuffer import zbuffer_cpu  # numba: imported only when used
 
-        return zbuffer_cpu(X, Y, z, corners, shape, num_faces, cull_backfaces)[0]
-    keys, face = _zbuffer(X, Y, z, corners, num_faces, shape, cull_backfaces)
+        return zbuffer_cpu(X, Y, z, faces, shape, cull_backfaces)[0]
+    keys, face = _zbuffer(X, Y, z, corners, faces.shape[0], shape, cull_backfaces)
     winner = torch.full_like(keys, -1)
     pix = (keys >= _COVERED).nonzero().squeeze(1)
     return winner.index_copy_(0, pix, face.index_select(0, keys.index_select(0, pix) & 0xFFFFFFFF))
@@ -450,11 +453,12 @@ def soft_silhouette(
     """
     H, W = image_size or camera.image_size
     B = vertices.shape[0]
-    u, v, z, corners = _project(vertices, faces, _batched(camera, B))
+    u, v, z = _project(vertices, _batched(camera, B))
+    corners = _corners(faces, B, vertices.shape[1])
     radius = max(1, math.ceil(3 * sigma))
     with torch.no_grad():
         X, Y = _fixed_point(u, v, z, near)
-        hard = (_winners(X, Y, z.detach(), corners, faces.shape[0], (B, H, W), False) >= 0).view(B, H, W)
+        hard = (_winners(X, Y, z.detach(), corners, faces, (B, H, W), False) >= 0).view(B, H, W)
         start, end = _outline(u, v, z, corners, faces, hard, near)  # (E,) vertex indices
         # The band: pixels with both covered and uncovered pixels within the radius.
         mask = hard.to(u.dtype)[:, None]
