@@ -169,7 +169,9 @@ def animate(avatar: str, upload: str | None, example: str | None, strength: floa
     out = _result_dir()
     log: dict[str, list] = {}
     T, start = driving.pose.batch_size, time.perf_counter()
-    with VideoWriter(out / "avatar.mp4", driving.fps, driving.audio_source) as video, VideoWriter(out / "template.mp4", driving.fps) as overlay:
+    threads = 1 if pipe.device.type == "cpu" else None  # the encoders share the CPU with rendering
+    with VideoWriter(out / "avatar.mp4", driving.fps, driving.audio_source, threads=threads) as video, \
+            VideoWriter(out / "template.mp4", driving.fps, threads=threads) as overlay:  # fmt: skip
         for frame in pipe.stream(driving, float(strength), overlay=True, progress=False, mda_log=log):
             video.write(frame.image)
             overlay.write(frame.template)

@@ -671,10 +671,11 @@ class RamAvatarPipeline:
         start = time.perf_counter()
         driving = self.load_driving(motion, fps, max_frames, progress)
         writer = over_writer = None
+        threads = 1 if self.device.type == "cpu" else None  # the encoder shares the CPU with rendering
         if out is not None:
-            writer = VideoWriter(out, driving.fps, driving.audio_source if audio else None)
+            writer = VideoWriter(out, driving.fps, driving.audio_source if audio else None, threads=threads)
         if overlay and overlay_out is not None:
-            over_writer = VideoWriter(overlay_out, driving.fps)
+            over_writer = VideoWriter(overlay_out, driving.fps, threads=threads)
         images, overlays, log, times = [], [], {}, []
         self.template, self.renderer  # loaded before the clock starts: render_fps is rendering only
         try:

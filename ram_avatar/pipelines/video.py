@@ -29,17 +29,26 @@ class VideoWriter:
     """``with VideoWriter("out.mp4", fps, audio_from="clip.mp4") as w: w.write(frame)``.
 
     Frames are (H, W, 3) uint8 RGB with even H and W, all the same size. ``audio_from``: a media
-    file whose first audio stream is muxed in, trimmed to the video's length.
+    file whose first audio stream is muxed in, trimmed to the video's length. ``threads``: x264's
+    threads (None: its choice, ~1.5 per core); 1 when the same CPU renders the frames, where its
+    own threads only compete with PyTorch's (measured: ~3% more frames/s at 256^2 on 2 cores).
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float, audio_from: str | os.PathLike | None = None, crf: int = 20):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float,
+        audio_from: str | os.PathLike | None = None,
+        crf: int = 20,
+        threads: int | None = None,
+    ):
         self.path = Path(path)
         if self.path.suffix.lower() != ".mp4":
             raise ValueError(f"videos are written as .mp4, got {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = Fraction(fps).limit_denominator(1001)
         self.audio_from = audio_from if audio_from is not None and has_audio(audio_from) else None
-        self.crf = crf
+        self.crf, self.threads = crf, threads
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{os.getpid()}.mp4")
         self.container = av.open(str(self.tmp), "w")
         self.stream = None
@@ -58,6 +67,8 @@ class VideoWriter:
             # veryfast: ~2.5x less CPU per frame than x264's default preset (~1.7 vs 4.1 ms at
             # 256^2), which matters when encoding runs beside real-time rendering.
             self.stream.options = {"crf": str(self.crf), "preset": "veryfast"}
+            if self.threads is not None:
+                self.stream.options["threads"] = str(self.threads)
         for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
             self.container.mux(packet)
         self.count += 1
