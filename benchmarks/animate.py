@@ -44,8 +44,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import av
-import numpy as np
 import torch
 import torch.nn.functional as F
 from render_speed import STYLEAVATAR_CHANNELS, scene, timed
@@ -57,7 +55,8 @@ from ram_avatar.models import PoseVAE, RamAvatar, StyleUNet, SubjectPoseDecoder,
 from ram_avatar.models.avatar import encode_parts
 from ram_avatar.models.dual_attention import attention_size
 from ram_avatar.models.fast import body_boxes, face_windows, hand_windows, optimize_for_inference
-from ram_avatar.pipelines.ram_avatar_pipeline import render_batch
+from ram_avatar.pipelines.ram_avatar_pipeline import composite, render_batch
+from ram_avatar.pipelines.video import VideoWriter
 
 CHUNK = 8  # frames the animation pipeline prepares and renders as one batch
 
@@ -70,25 +69,18 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 class Encoder:
-    """An H.264 stream into a temporary mp4; ``write`` encodes one RGBA frame as the pipeline does."""
+    """The pipeline's video writer and compositing; ``write`` encodes RGBA frames as it does."""
 
-    def __init__(self, folder: str, size: int):
-        self.container = av.open(str(Path(folder) / "bench.mp4"), "w")
-        self.stream = self.container.add_stream("libx264", rate=30)
-        self.stream.width = self.stream.height = size
-        self.stream.pix_fmt = "yuv420p"
-        self.stream.options = {"crf": "20", "preset": "veryfast"}  # as ram_avatar.pipelines.video
+    def __init__(self, folder: str, device: torch.device):
+        self.writer = VideoWriter(Path(folder) / "bench.mp4", 30, threads=1 if device.type == "cpu" else None)
+        self.white = torch.ones(1, 3, 1, 1, device=device)
 
     def write(self, rgb: torch.Tensor, alpha: torch.Tensor) -> None:
-        image = rgb * alpha + (1 - alpha)  # on white
-        frame = (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-            self.container.mux(packet)
+        for frame in composite(rgb, alpha, self.white):
+            self.writer.write(frame)
 
     def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+        self.writer.close()
 
 
 def paired(first: Callable[[], object], second: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, ...]:
@@ -125,7 +117,7 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
     prior, decoder = mda
     H = W = size
     small = attention_size(H, W, model.attention_downsample)
-    encoder = Encoder(folder, size)
+    encoder = Encoder(folder, device)
     with torch.inference_mode():
         maps = model.prepare_inputs(template, pose, camera, face_points=face)
         first = model(maps)

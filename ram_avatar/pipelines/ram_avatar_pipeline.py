@@ -612,9 +612,7 @@ class RamAvatarPipeline:
                 items["previous_features"] = state.features  # (1, C, h, w): the frame before the first
             out = renderer(items)
             state.features = out["features"][-1:]
-            # Over the background: colour + alpha (rgb - colour), in place, as bytes (B, H, W, 3).
-            images = (out["rgb"] - colour).mul_(out["alpha"]).add_(colour).mul_(255).round_().clamp_(0, 255)
-            images = images.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+            images = composite(out["rgb"], out["alpha"], colour)
             for j, image in enumerate(images):
                 i = first + j
                 over = None
@@ -704,6 +702,13 @@ class RamAvatarPipeline:
             render_fps=T / render if render > 0 else 0.0,
             extras={"median_frame_ms": 1000 * statistics.median(times) if times else None, "motion": driving.name},
         )  # fmt: skip
+
+
+def composite(rgb: torch.Tensor, alpha: torch.Tensor, colour: torch.Tensor) -> np.ndarray:
+    """rgb (B, 3, H, W) over a background ``colour`` (1, 3, 1, 1) by alpha (B, 1, H, W), all in
+    [0, 1] -> (B, H, W, 3) uint8 frames (a view of channel-first bytes: writers copy what they need)."""
+    images = (rgb - colour).mul_(alpha).add_(colour).mul_(255).round_().clamp_(0, 255)  # colour + alpha (rgb - colour)
+    return images.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
 
 
 def render_batch(image_size: tuple[int, int]) -> int:
