@@ -37,22 +37,27 @@ def _rgba(fine, coarse, out):  # noqa: ANN001
     B, C, H, W = out.shape
     h2, w2 = 2 * fine.shape[1], 2 * fine.shape[2]
     hc, wc = coarse.shape[2], coarse.shape[3]
-    scale_y, scale_x = np.float32(hc / h2), np.float32(wc / w2)  # upsample_bilinear2d's in / out
+    one, half = np.float32(1), np.float32(0.5)
+    # Each output column's two source columns and weight (upsample_bilinear2d's in / out scale).
+    scale_x = np.float32(wc / w2)
+    x0s, x1s, lxs = np.empty(W, np.int64), np.empty(W, np.int64), np.empty(W, np.float32)
+    for X in range(W):
+        sx = max(scale_x * (np.float32(X) + half) - half, np.float32(0))
+        x0s[X] = int(sx)
+        x1s[X] = x0s[X] + 1 if x0s[X] < wc - 1 else x0s[X]
+        lxs[X] = sx - np.float32(x0s[X])
+    scale_y = np.float32(hc / h2)
     for b in range(B):
-        for Y in range(H):
-            sy = max(scale_y * (np.float32(Y) + np.float32(0.5)) - np.float32(0.5), np.float32(0))
-            y0 = int(sy)
-            y1 = y0 + 1 if y0 < hc - 1 else y0
-            ly = sy - np.float32(y0)
-            for X in range(W):
-                sx = max(scale_x * (np.float32(X) + np.float32(0.5)) - np.float32(0.5), np.float32(0))
-                x0 = int(sx)
-                x1 = x0 + 1 if x0 < wc - 1 else x0
-                lx = sx - np.float32(x0)
-                sub = (Y % 2) * 2 + X % 2
-                for c in range(C):
-                    up = (np.float32(1) - ly) * ((np.float32(1) - lx) * coarse[b, c, y0, x0] + lx * coarse[b, c, y0, x1]) + ly * (
-                        (np.float32(1) - lx) * coarse[b, c, y1, x0] + lx * coarse[b, c, y1, x1]
-                    )
-                    value = fine[b, Y // 2, X // 2, c * 4 + sub] + up + np.float32(0.5)
-                    out[b, c, Y, X] = min(max(value, np.float32(0)), np.float32(1))
+        for c in range(C):
+            for Y in range(H):
+                sy = max(scale_y * (np.float32(Y) + half) - half, np.float32(0))
+                y0 = int(sy)
+                y1 = y0 + 1 if y0 < hc - 1 else y0
+                ly = sy - np.float32(y0)
+                top, bottom, row = coarse[b, c, y0], coarse[b, c, y1], fine[b, Y // 2]
+                first = c * 4 + (Y % 2) * 2  # sub-pixel channel of even columns; odd ones + 1
+                for X in range(W):
+                    x0, x1, lx = x0s[X], x1s[X], lxs[X]
+                    up = (one - ly) * ((one - lx) * top[x0] + lx * top[x1]) + ly * ((one - lx) * bottom[x0] + lx * bottom[x1])
+                    value = row[X // 2, first + X % 2] + up + half
+                    out[b, c, Y, X] = min(max(value, np.float32(0)), one)
