@@ -17,8 +17,8 @@ the head (``render_speed.scene``), framed at each config's size. Stages, per fra
     forward       the avatar's forward (texture .. renderer)
     encode        RGBA -> uint8 frame -> H.264 (libx264, as the animation pipeline writes)
     end-to-end    all of the above in sequence, one frame, streaming (previous frame's features)
-    chunk of 8    the same for 8 frames, prepared as one batch and rendered in batches as
-                  ``ram-avatar animate`` does (8 at 256^2, 2 at 512^2; table: per chunk;
+    chunk of 16   the same for 16 frames, prepared as one batch and rendered in batches as
+                  ``ram-avatar animate`` does (16 at 256^2, 4 at 512^2; table: per chunk;
                   summary: per frame)
 
 The fast path's stages are its own: texture = the crop around the body (+ the expanded body);
@@ -58,7 +58,7 @@ from ram_avatar.models.fast import body_boxes, face_windows, hand_windows, optim
 from ram_avatar.pipelines.ram_avatar_pipeline import composite, render_batch
 from ram_avatar.pipelines.video import VideoWriter
 
-CHUNK = 8  # frames the animation pipeline prepares and renders as one batch
+CHUNK = 16  # frames the animation pipeline prepares and renders as one batch
 
 
 def peak_memory_mb(device: torch.device) -> float:

