@@ -13,7 +13,7 @@ from ram_avatar.models import (
     get_config, triplet,
 )  # fmt: skip
 from ram_avatar.models.dual_attention import distance_weight
-from ram_avatar.models.layers import haar_dwt, haar_idwt
+from ram_avatar.models.layers import ShallowUNet, haar_dwt, haar_idwt, upsample_to
 
 TINY = dict(
     texture_size=16, texture_channels=6, texture_levels=2, attention_hidden=4, attention_downsample=4,
@@ -51,6 +51,19 @@ def test_haar_wavelet_is_orthonormal_and_inverts():
     torch.testing.assert_close(coefficients.square().sum(), x.square().sum())
     # A constant image has only the low band.
     assert haar_dwt(torch.ones(1, 1, 4, 4))[:, 1:].abs().max() == 0
+
+
+def test_shallow_unet_is_its_convs_over_concatenations():
+    """The U-Net's concatenation-free forward equals its layers over the concatenated inputs
+    (the structure its weights were trained for), at odd sizes too."""
+    torch.manual_seed(0)
+    unet = ShallowUNet(5, 4, 3)
+    for size in ((24, 32), (13, 10)):
+        x = torch.randn(2, 5, *size)
+        d1 = unet.down1(x)
+        u1 = unet.up1(torch.cat([upsample_to(unet.down2(d1), d1.shape[-2:]), d1], 1))
+        expected = unet.out(torch.cat([upsample_to(u1, size), x], 1))
+        torch.testing.assert_close(unet(x), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_neural_texture_samples_texels_v_up_and_zeroes_background():

@@ -13,9 +13,9 @@ What changes, and why (measured on 2 AMD EPYC cores, ``benchmarks/animate.py``):
   ``pixel_shuffle``: exact up to float rounding, and a dozen full-resolution elementwise ops fewer.
   On a CPU that shuffle, the coarser levels' upsampled image added to it and ``to_rgba``'s clamp
   are one Numba pass (``cpu_rgba``), not five passes over four-channel maps.
-- No concatenation: a conv over [upsampled coarser level, skip] (each decoder level's first, and
-  the face / hand U-Nets') is the sum of one conv over each part; a 1x1 conv after a bilinear
-  upsampling is applied before it, at the smaller size. Exact up to float rounding.
+- No concatenation in the decoder: a level's first conv over [upsampled coarser level, skip] is
+  the sum of one conv over each part (as ``ShallowUNet`` does for the face / hand U-Nets). Exact
+  up to float rounding.
 - The neural texture's Laplacian pyramid is summed into one texture at the finest size (one
   ``grid_sample`` instead of one per level). This one is *not* exact: a bilinear sample of the
   upsampled coarse level differs from the bilinear sample of the coarse level inside the fine
@@ -208,10 +208,6 @@ class WindowedShallowUNet(nn.Module):
     (so the crop's own borders cannot reach it), and pasted. Crops start and end on multiples of
     4 so the stride-2 grids and the 2x resizes line up with the full frame's; frames whose sides
     are not multiples of 4 (where the resizes are not exactly 2x) run the plain U-Net.
-
-    The U-Net itself runs without its two concatenations (``evaluate``): a conv over [a, b] is
-    the sum of a conv over a and one over b, and the output's 1x1 conv commutes with the bilinear
-    upsampling before it, so it runs at half size.
     """
 
     MARGIN = 16
@@ -220,29 +216,13 @@ class WindowedShallowUNet(nn.Module):
         super().__init__()
         self.unet, self.groups = unet, groups
         self._background: dict[tuple, torch.Tensor] = {}
-        hidden = unet.down1[0].out_channels
-        part = lambda weight, channels: nn.Parameter(weight[:, channels].clone(), requires_grad=False)  # noqa: E731
-        up1, out = unet.up1[0].weight, unet.out.weight  # over [up(d2), d1], [up(u1), x]
-        self.up1_upsampled, self.up1_skip = part(up1, slice(0, 2 * hidden)), part(up1, slice(2 * hidden, None))
-        self.out_upsampled, self.out_input = part(out, slice(0, hidden)), part(out, slice(hidden, None))
-
-    def evaluate(self, x: torch.Tensor) -> torch.Tensor:
-        """``unet(x)``, (N, in, h, w) -> (N, out, h, w), without concatenating (see above)."""
-        unet = self.unet
-        x = x.contiguous(memory_format=torch.channels_last)  # as ShallowUNet: CPU convs ~2-4x faster
-        d1 = unet.down1(x)
-        d2 = unet.down2(d1)
-        u1 = F.conv2d(upsample_to(d2, d1.shape[-2:]), self.up1_upsampled, unet.up1[0].bias, padding=1)
-        u1 = F.leaky_relu_(u1.add_(F.conv2d(d1, self.up1_skip, padding=1)), NEGATIVE_SLOPE)
-        coarse = F.conv2d(u1, self.out_upsampled)  # the 1x1 conv at half size, then upsampled
-        return upsample_to(coarse, x.shape[-2:]).add_(F.conv2d(x, self.out_input, unet.out.bias))
 
     def background(self, size: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
         """(1, C, H, W): the U-Net's output for an all-zero (H, W) = ``size`` input, on ``like``'s
         device and dtype (cached)."""
         key = (tuple(size), like.device, like.dtype)
         if key not in self._background:
-            self._background[key] = self.evaluate(like.new_zeros(1, self.unet.down1[0].in_channels, *size))
+            self._background[key] = self.unet(like.new_zeros(1, self.unet.down1[0].in_channels, *size))
         return self._background[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,7 +237,7 @@ class WindowedShallowUNet(nn.Module):
         they do). A frame whose sides are not multiples of 4 is one region, run whole."""
         H, W = x.shape[-2:]
         if H % 4 or W % 4:
-            return [(b, (0, H), (0, W), self.evaluate(x[b : b + 1])[0]) for b in range(x.shape[0])]
+            return [(b, (0, H), (0, W), self.unet(x[b : b + 1])[0]) for b in range(x.shape[0])]
         groups = x.unflatten(1, (self.groups, -1)).abs().amax(2) > 0  # (B, groups, H, W)
         drawn = zip(range(x.shape[0] * self.groups), mask_spans(groups.flatten(0, 1)))
         boxes = [(n // self.groups, *span) for n, span in drawn if span is not None]
@@ -276,7 +256,7 @@ class WindowedShallowUNet(nn.Module):
         windows = [[self._grow(lo, hi, n, self.MARGIN) for (lo, hi), n in zip(region, size)] for region in regions]
         h, w = (max(window[k][1] - window[k][0] for window in windows) for k in (0, 1))
         origins = [(min(rows[0], size[0] - h), min(cols[0], size[1] - w)) for rows, cols in windows]  # multiples of 4
-        parts = self.evaluate(crop([b for b, _, _ in boxes], origins, (h, w)))
+        parts = self.unet(crop([b for b, _, _ in boxes], origins, (h, w)))
         return [
             (b, (r0, r1), (c0, c1), part[:, r0 - y0 : r1 - y0, c0 - x0 : c1 - x0])
             for (b, _, _), ((r0, r1), (c0, c1)), (y0, x0), part in zip(boxes, regions, origins, parts)

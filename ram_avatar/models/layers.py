@@ -44,8 +44,15 @@ class ShallowUNet(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)  # CPU convs and resizes: ~2-4x faster
         d1 = self.down1(x)
         d2 = self.down2(d1)
-        u1 = self.up1(torch.cat([upsample_to(d2, d1.shape[-2:]), d1], 1))
-        return self.out(torch.cat([upsample_to(u1, x.shape[-2:]), x], 1))
+        # up1 reads [up(d2), d1] and out reads [up(u1), x]: each conv over a concatenation is
+        # the sum of one conv per part (no concatenated copy), and out's 1x1 conv commutes with
+        # the bilinear upsampling, so its u1 part runs at half size (3-9% faster on 2 CPU cores).
+        hidden = d1.shape[1]
+        up1, out = self.up1[0], self.out
+        u1 = F.conv2d(upsample_to(d2, d1.shape[-2:]), up1.weight[:, : 2 * hidden], up1.bias, padding=1)
+        u1 = F.leaky_relu(u1 + F.conv2d(d1, up1.weight[:, 2 * hidden :], padding=1), NEGATIVE_SLOPE)
+        coarse = F.conv2d(u1, out.weight[:, :hidden])
+        return upsample_to(coarse, x.shape[-2:]) + F.conv2d(x, out.weight[:, hidden:], out.bias)
 
 
 def haar_dwt(x: torch.Tensor) -> torch.Tensor:
