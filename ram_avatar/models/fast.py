@@ -532,14 +532,16 @@ def hand_windows(hand: HandMap, keypoints: torch.Tensor, size: tuple[int, int]) 
     if size[0] % 4 or size[1] % 4:
         return hand.unet.windows(hand.draw(keypoints, size)), background
     reach = 4 * hand.sigma(size)
+    seen = keypoints[..., 2] > 0  # (B, 2, 21)
+    points = keypoints[..., :2].double()  # float64: the box arithmetic of Python floats
+    low = (torch.where(seen[..., None], points, torch.inf).amin(2) - reach).floor()  # (B, 2, 2) as (u, v)
+    high = (torch.where(seen[..., None], points, -torch.inf).amax(2) + reach).ceil()
     boxes = []
-    for b in range(keypoints.shape[0]):
-        for side in range(2):
-            seen = keypoints[b, side, :, 2] > 0
-            if seen.any():
-                u, v = keypoints[b, side, seen, 0], keypoints[b, side, seen, 1]
-                rows = max(0, math.floor(float(v.min()) - reach)), min(size[0], math.ceil(float(v.max()) + reach) + 1)
-                cols = max(0, math.floor(float(u.min()) - reach)), min(size[1], math.ceil(float(u.max()) + reach) + 1)
+    for b, hands in enumerate(zip(seen.any(2).tolist(), low.tolist(), high.tolist())):
+        for detected, (u0, v0), (u1, v1) in zip(*hands):  # left, right
+            if detected:
+                rows = max(0, int(v0)), min(size[0], int(v1) + 1)
+                cols = max(0, int(u0)), min(size[1], int(u1) + 1)
                 if rows[0] < rows[1] and cols[0] < cols[1]:
                     boxes.append((b, rows, cols))
 
