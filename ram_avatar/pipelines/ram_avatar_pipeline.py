@@ -583,7 +583,7 @@ class RamAvatarPipeline:
         if self.decoder is not None:
             from ram_avatar.mda.align import align
 
-            result = align(pose, self.prior, self.decoder, strength, former_latent=state.latent)
+            result = align(pose, self.prior, self.decoder, strength, former_latent=state.latent, check=False)  # see _StreamState
             pose, state.latent = result.pose.to(device), result.former_latent
             mda = {"ood_before": result.ood_before.tolist(), "ood_after": result.ood_after.tolist(), "change_deg": result.change_deg.tolist()}
         template, shape = self.template, self.shape[None].to(device)
@@ -735,6 +735,10 @@ class _StreamState:
     def __init__(self, pipe: RamAvatarPipeline, driving: Driving):
         self.features = None
         self.latent = None
+        if pipe.decoder is not None:  # once per stream, not per chunk (it hashes the prior's weights)
+            from ram_avatar.mda.align import check_pair
+
+            check_pair(pipe.prior, pipe.decoder)
         self.rest = pipe._rest_joints()
         # the height the framing's pelvis_uv refers to: the motion's median pelvis height
         self.height = float(self.rest[0, 1] + driving.pose.transl[:, 1].median())
