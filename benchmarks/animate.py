@@ -20,6 +20,8 @@ the head (``render_speed.scene``), framed at each config's size. Stages, per fra
     chunk of 16   the same for 16 frames, prepared as one batch and rendered in batches as
                   ``ram-avatar animate`` does (16 at 256^2, 4 at 512^2; table: per chunk;
                   summary: per frame)
+    2 chunks      on a CPU with 2+ threads: two such chunks at once on two threads, each on
+                  half of torch's threads, as a stream renders there (table: per 2 chunks)
 
 The fast path's stages are its own: texture = the crop around the body (+ the expanded body);
 attention = pooling + the attention at its own size (the fast path never upsamples it);
@@ -42,20 +44,21 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from render_speed import STYLEAVATAR_CHANNELS, scene, timed
 
-from ram_avatar.device import device_name, keep_freed_memory
+from ram_avatar.device import device_name, keep_freed_memory, split_threads
 from ram_avatar.body import load_template
 from ram_avatar.mda.align import align
 from ram_avatar.models import PoseVAE, RamAvatar, StyleUNet, SubjectPoseDecoder, config_image_size
 from ram_avatar.models.avatar import encode_parts
 from ram_avatar.models.dual_attention import attention_size
 from ram_avatar.models.fast import body_boxes, face_windows, hand_windows, optimize_for_inference
-from ram_avatar.pipelines.ram_avatar_pipeline import composite, render_batch
+from ram_avatar.pipelines.ram_avatar_pipeline import composite, render_batch, stream_workers
 from ram_avatar.pipelines.video import VideoWriter
 
 CHUNK = 16  # frames the animation pipeline prepares and renders as one batch
@@ -144,7 +147,8 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
         def fast_renderer() -> torch.Tensor:  # the stem summed from its parts (incl. face / hand windows)
             return fast.renderer.from_stem(fast.stem(crop, boxes[0], low, maps, (H, W)), (H, W))
 
-        def end_to_end(net, frames: int = 1) -> None:  # noqa: ANN001
+        def end_to_end(net, frames: int = 1, rendered: list | None = None) -> None:  # noqa: ANN001
+            """MDA .. encoding of ``frames`` frames; with ``rendered``, RGBA is kept there, not encoded."""
             poses = pose[[0] * frames]
             aligned = align(poses, prior, decoder, 1.0, former_latent=None).pose
             m = net.prepare_inputs(template, aligned, camera, face_points=face.expand(frames, -1, -1))
@@ -153,8 +157,20 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
             for start in range(0, frames, batch):  # previous_features (1, C, h, w): a stream's frames
                 out = net({**{k: v[start : start + batch] for k, v in m.items()}, "previous_features": previous})
                 previous = out["features"][-1:]
+                if rendered is not None:
+                    rendered.append((out["rgb"], out["alpha"]))
+                    continue
                 for i in range(len(out["rgb"])):
                     encoder.write(out["rgb"][i : i + 1], out["alpha"][i : i + 1])
+
+        def chunks_at_once(net) -> None:  # noqa: ANN001
+            # As a stream on a CPU (stream_workers): two chunks on two threads, each on half of
+            # torch's threads; the calling thread encodes (here after, in the pipeline meanwhile).
+            rendered: list[list] = [[], []]
+            with split_threads(2), ThreadPoolExecutor(2) as pool:
+                list(pool.map(lambda out: end_to_end(net, CHUNK, out), rendered))
+            for rgb, alpha in (pair for out in rendered for pair in out):
+                encoder.write(rgb, alpha)
 
         same = [
             ("mda", lambda: align(pose, prior, decoder, 1.0), None),
@@ -169,6 +185,8 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
             ("end-to-end", lambda: end_to_end(model), lambda: end_to_end(fast)),
             (f"chunk of {CHUNK}", lambda: end_to_end(model, CHUNK), lambda: end_to_end(fast, CHUNK)),
         ]
+        if stream_workers(device) == 2:
+            same.append(("2 chunks", lambda: chunks_at_once(model), lambda: chunks_at_once(fast)))
         rows = []
         for stage, eager_run, fast_run in same:
             if fast_run is None:
@@ -179,9 +197,13 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
     params = sum(p.numel() for p in model.parameters()) / 1e6
     stage_table(f"{name}: {H}x{W}, {params:.1f}M parameters, median of {count}, peak memory {peak_memory_mb(device):.0f} MB", rows)
     summary = []
-    for stage, ew, ec, fw, fc in rows[-2:]:
-        per = CHUNK if stage.startswith("chunk") else 1  # per frame
-        label = "end-to-end" if per == 1 else f"in chunks of {CHUNK} (as `ram-avatar animate`)"
+    labels = {
+        "end-to-end": (1, "end-to-end, one frame at a time"),
+        f"chunk of {CHUNK}": (CHUNK, f"in chunks of {CHUNK}, one at a time (as `ram-avatar animate` on a GPU)"),
+        "2 chunks": (2 * CHUNK, f"in chunks of {CHUNK}, two at once (as `ram-avatar animate` on a CPU)"),
+    }
+    for stage, ew, ec, fw, fc in (row for row in rows if row[0] in labels):
+        per, label = labels[stage]  # per frame
         summary += [
             f"{name:<11} eager {ew / per:7.1f} ms {1000 * per / ew:6.1f} FPS (CPU {ec / per:6.1f} ms)  {label}",
             f"{name:<11} fast  {fw / per:7.1f} ms {1000 * per / fw:6.1f} FPS (CPU {fc / per:6.1f} ms)  {label}",

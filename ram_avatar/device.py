@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
 import sys
+import threading
+from collections.abc import Iterator
 
 import torch
 
@@ -28,6 +31,29 @@ def device_name(device: torch.device | str) -> str:
             return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+_split = {"lock": threading.Lock(), "users": 0, "threads": 0}
+
+
+@contextlib.contextmanager
+def split_threads(parts: int) -> Iterator[None]:
+    """PyTorch's CPU threads divided among ``parts`` threads of one's own for the duration (each
+    thread's ops then run on ``torch.get_num_threads() // parts``; a thread takes the setting up
+    on its first op). Nested or concurrent uses share the first one's split; the last to leave
+    restores the setting."""
+    with _split["lock"]:
+        if _split["users"] == 0:
+            _split["threads"] = torch.get_num_threads()
+            torch.set_num_threads(max(1, _split["threads"] // parts))
+        _split["users"] += 1
+    try:
+        yield
+    finally:
+        with _split["lock"]:
+            _split["users"] -= 1
+            if _split["users"] == 0:
+                torch.set_num_threads(_split["threads"])
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)

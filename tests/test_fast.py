@@ -75,6 +75,10 @@ def test_fast_avatar_without_collapse_equals_eager(anny_template, scene, switche
             expected, got = model(inputs), fast(inputs)
             for key in ("rgb", "alpha", "features"):
                 torch.testing.assert_close(got[key], expected[key], atol=EXACT, rtol=0)
+        # features alone (a stream's frame before a chunk), from the body's uv and mask only
+        body = {"uv": maps["uv"], "mask": maps["mask"]}
+        for net in (model, fast):
+            torch.testing.assert_close(net.features(body), eager["features"], atol=EXACT, rtol=0)
 
 
 def test_collapsed_texture_is_within_tolerance_and_exact_for_smooth_coarse_levels(anny_template, scene):

@@ -63,16 +63,62 @@ def test_renders_the_body_where_the_framing_puts_it(pipe, motion):
     assert result.frames.std() > 1.0  # not a constant image
 
 
-def test_stream_is_lazy(pipe, motion, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stream_is_lazy(pipe, motion, monkeypatch, workers):
+    import ram_avatar.pipelines.ram_avatar_pipeline as module
+
+    monkeypatch.setattr(module, "stream_workers", lambda device: workers)
     calls = []
     renderer = type(pipe.renderer)
     forward = renderer.forward
     monkeypatch.setattr(renderer, "forward", lambda self, maps: calls.append(len(maps["uv"])) or forward(self, maps))
-    frames = pipe.stream(motion, chunk=4, progress=False)
+    frames = pipe.stream(motion, chunk=2, progress=False)
     first = next(frames)
     assert first.index == 0 and first.image.shape == (48, 48, 3)
-    assert calls == [4]  # one chunk rendered (as one batch), not the whole motion
-    assert len(list(frames)) == 11
+    # Rendered as batches of one chunk; with workers, a chunk each and one waiting, not the motion.
+    assert calls == [2] if workers == 1 else 1 <= len(calls) <= workers + 1 and set(calls) == {2}
+    assert [frame.index for frame in frames] == list(range(1, 12))  # in order
+
+
+def test_two_chunks_at_once_render_the_same_frames(avatar_dir, motion, monkeypatch):
+    """On a CPU a stream renders two chunks at once, each prepared with the frame before it for
+    its first frame's temporal features, MDA in order: the frames of one chunk after the other
+    (to float rounding: the workers' threads differ). PyTorch's thread count is restored after,
+    also when the caller stops early."""
+    import ram_avatar.pipelines.ram_avatar_pipeline as module
+    from ram_avatar.pipelines import RamAvatarPipeline
+
+    pipe = RamAvatarPipeline.from_pretrained(avatar_dir, device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a temporal attention that shows: sharp, added in, and drawn
+        attention = pipe.avatar.attention
+        for layer, std in ((attention.temporal.query, 30), (attention.temporal.key_value, 30), (attention.temporal_out, 0.5)):
+            layer.weight.normal_(0, std, generator=generator)
+        for head in pipe.avatar.renderer.to_image:  # starts at zero (a grey frame)
+            head.conv.weight.normal_(0, 0.5, generator=generator)
+    threads = torch.get_num_threads()
+
+    def stream(workers: int) -> tuple[np.ndarray, dict]:
+        monkeypatch.setattr(module, "stream_workers", lambda device: workers)
+        log = {}
+        frames = np.stack([f.image for f in pipe.stream(motion, 0.7, chunk=5, progress=False, mda_log=log)]).astype(int)
+        assert torch.get_num_threads() == threads
+        return frames, log
+
+    (one, one_log), (two, two_log) = stream(1), stream(2)
+    assert np.abs(one - two).max() <= 1
+    assert one_log.keys() == two_log.keys() and len(two_log["ood_after"]) == 12
+    for key in one_log:
+        np.testing.assert_allclose(one_log[key], two_log[key], rtol=1e-5)
+    # The frame before a chunk matters: without its features, the chunks' first frames change.
+    monkeypatch.setattr(type(pipe.renderer), "features", lambda self, maps: torch.zeros_like(self.body(maps)[2]))
+    broken = stream(2)[0]
+    assert np.abs(broken - one).max(axis=(1, 2, 3)).nonzero()[0].tolist() == [5, 10]
+
+    frames = pipe.stream(motion, chunk=2, progress=False)
+    next(frames)
+    frames.close()  # a caller that stops early: the workers finish, the threads come back
+    assert torch.get_num_threads() == threads
 
 
 def test_a_chunk_renders_as_the_frames_one_by_one(pipe, motion):

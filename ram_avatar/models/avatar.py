@@ -194,6 +194,13 @@ class RamAvatar(
             attention_downsample=self.attention_downsample, expanded=self.uses_expanded, **kwargs,
         )  # fmt: skip
 
+    def features(self, maps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Only the ``features`` ``forward`` returns (B, C, h, w): the frames' body features at the
+        attention size (needs ``uv`` and ``mask`` alone), e.g. for the frame before a batch."""
+        check_maps(maps, "uv", "mask")
+        current = self.texture(maps["uv"], maps["mask"])
+        return F.adaptive_avg_pool2d(current, attention_size(*current.shape[-2:], self.attention_downsample))
+
     def forward(self, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Render a batch.
 

@@ -389,15 +389,9 @@ class FastRamAvatar(nn.Module):
         3x3 stride-2 conv over [body, face, hand] features) is linear, so it is summed from parts
         (``stem``), and the rest of the renderer runs from its output."""
         names = texture_map_names(maps, self.uses_expanded, self.uses_previous)
-        mask = maps["mask"]
-        B, H, W = mask.shape
+        H, W = maps["mask"].shape[1:]
         small = attention_size(H, W, self.attention_downsample)
-        cell = H // small[0] if H % small[0] == 0 and W % small[1] == 0 and H // small[0] == W // small[1] else 0
-        # Box edges on pooling cells and even (the stride-2 stem); otherwise the whole frame.
-        multiple = math.lcm(cell, 2) if cell and H % math.lcm(cell, 2) == 0 and W % math.lcm(cell, 2) == 0 else 0
-        boxes = body_boxes(mask, multiple) if multiple else ([(0, 0)] * B, (H, W))
-        body = self.sample(maps["uv"], mask, boxes)  # (B, C, box + zero border)
-        pooled = self.pool(body, boxes[0], (H, W), small)
+        body, origins, pooled = self.body(maps)
         low = None
         if self.attention is not None:
             expanded = self.sample(maps["uv_expanded"], maps["mask_expanded"])[..., 1:-2, 1:-2] if self.uses_expanded else None
@@ -410,9 +404,28 @@ class FastRamAvatar(nn.Module):
                         if "uv_previous" in names else pooled
                     )  # fmt: skip
             low = self.attention.low_res(pooled, expanded, previous)
-        stem = self.stem(body, boxes[0], low, maps, (H, W))
+        stem = self.stem(body, origins, low, maps, (H, W))
         rgba = self.renderer.from_stem(stem, (H, W), rgba=True)
         return {"rgb": rgba[:, :3], "alpha": rgba[:, 3:], "features": pooled}
+
+    def body(self, maps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]], torch.Tensor]:
+        """The texture in a box around each frame's body: the crop (B, C, h + 3, w + 3) (see
+        ``sample``), the boxes' top-left pixels, and the frames' pooled features (B, C, h', w')
+        at the attention size (``forward``'s ``features``)."""
+        mask = maps["mask"]
+        B, H, W = mask.shape
+        small = attention_size(H, W, self.attention_downsample)
+        cell = H // small[0] if H % small[0] == 0 and W % small[1] == 0 and H // small[0] == W // small[1] else 0
+        # Box edges on pooling cells and even (the stride-2 stem); otherwise the whole frame.
+        multiple = math.lcm(cell, 2) if cell and H % math.lcm(cell, 2) == 0 and W % math.lcm(cell, 2) == 0 else 0
+        boxes = body_boxes(mask, multiple) if multiple else ([(0, 0)] * B, (H, W))
+        body = self.sample(maps["uv"], mask, boxes)
+        return body, boxes[0], self.pool(body, boxes[0], (H, W), small)
+
+    @torch.inference_mode()
+    def features(self, maps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """As ``RamAvatar.features``: ``forward``'s ``features`` alone (needs ``uv`` and ``mask``)."""
+        return self.body(maps)[2]
 
     @staticmethod
     def pool(crop: torch.Tensor, origins: list[tuple[int, int]] | None, size: tuple[int, int], small: tuple[int, int]) -> torch.Tensor:
