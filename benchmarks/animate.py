@@ -167,8 +167,13 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
             # As a stream on a CPU (stream_workers): two chunks on two threads, each on half of
             # torch's threads; the calling thread encodes (here after, in the pipeline meanwhile).
             rendered: list[list] = [[], []]
+
+            @torch.inference_mode()  # per thread
+            def render(out: list) -> None:
+                end_to_end(net, CHUNK, out)
+
             with split_threads(2), ThreadPoolExecutor(2) as pool:
-                list(pool.map(lambda out: end_to_end(net, CHUNK, out), rendered))
+                list(pool.map(render, rendered))
             for rgb, alpha in (pair for out in rendered for pair in out):
                 encoder.write(rgb, alpha)
 
