@@ -95,7 +95,8 @@ def test_collapsed_texture_is_within_tolerance_and_exact_for_smooth_coarse_level
 
 def test_compiled_kernels_match_pytorch(anny_template, scene, monkeypatch):
     """The Numba kernels (a CPU's default) give what PyTorch does: the texture lookup as
-    ``grid_sample`` + placing, the RGBA as ``pixel_shuffle`` + upsampling + ``to_rgba``."""
+    ``grid_sample`` + placing, the attention term's upsampling as dense matrix products, the
+    RGBA as ``pixel_shuffle`` + upsampling + ``to_rgba``."""
     import ram_avatar.models.fast as fast_module
 
     model = randomized(RamAvatar(**TINY))

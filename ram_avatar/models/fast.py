@@ -475,13 +475,18 @@ class FastRamAvatar(nn.Module):
             h, w = low.shape[-2:]
             rows = strided_upsample_rows(H, h, Hp, low.device, low.dtype)  # (3, Hp / 2, h)
             cols = strided_upsample_rows(W, w, Wp, low.device, low.dtype)  # (3, Wp / 2, w)
-            # Pixel-major (channels last), so that the last product accumulates straight into
-            # out's memory (B, Hp / 2, Wp / 2, O) instead of making a permuted copy to add.
-            weight = conv.weight[:, :C].permute(1, 2, 3, 0).reshape(C, -1)  # (C, 3 k * 3 l * O)
-            taps = (low.permute(0, 2, 3, 1).reshape(-1, C) @ weight).view(B, h, w, 3, 3, -1)  # (B, h, w, k, l, O)
-            across = torch.einsum("lxw,bhwklo->bkhxo", cols, taps).reshape(B, 3 * h, -1)  # (B, k h, Wp / 2 * O)
-            pixels = out.permute(0, 2, 3, 1).view(B, Hp // 2, -1)  # a view of out: (B, Hp / 2, Wp / 2 * O)
-            pixels.baddbmm_(rows.transpose(0, 1).reshape(1, Hp // 2, 3 * h).expand(B, -1, -1), across)
+            weight = conv.weight[:, :C].permute(1, 3, 2, 0).reshape(C, -1)  # (C, 3 l * 3 k * O)
+            taps = (low.permute(0, 2, 3, 1).reshape(-1, C) @ weight).view(B, h, w, 3, 3, -1)  # (B, h, w, l, k, O)
+            if _compiled(out):  # the matrices' non-zero entries only
+                from ram_avatar.models.cpu_upsample import add_upsampled_cpu  # numba: imported only when used
+
+                add_upsampled_cpu(out, taps, rows, cols)
+            else:
+                # Pixel-major (channels last), so that the last product accumulates straight into
+                # out's memory (B, Hp / 2, Wp / 2, O) instead of making a permuted copy to add.
+                across = torch.einsum("lxw,bhwlko->bkhxo", cols, taps).reshape(B, 3 * h, -1)  # (B, k h, Wp / 2 * O)
+                pixels = out.permute(0, 2, 3, 1).view(B, Hp // 2, -1)  # a view of out: (B, Hp / 2, Wp / 2 * O)
+                pixels.baddbmm_(rows.transpose(0, 1).reshape(1, Hp // 2, 3 * h).expand(B, -1, -1), across)
         add_strided_conv(out, body, conv.weight[:, :C], origins)
         channel = C
         for part, name, empty in ((self.face, "face_points", (B, FACE_LANDMARKS, 3)),
