@@ -19,9 +19,13 @@ the head (``render_speed.scene``), framed at each config's size. Stages, per fra
     end-to-end    all of the above in sequence, one frame, streaming (previous frame's features)
     chunk of 16   the same for 16 frames, prepared as one batch and rendered in batches as
                   ``ram-avatar animate`` does (16 at 256^2, 4 at 512^2; table: per chunk;
-                  summary: per frame)
+                  summary: per frame); median of 3
     2 chunks      on a CPU with 2+ threads: two such chunks at once on two threads, each on
-                  half of torch's threads, as a stream renders there (table: per 2 chunks)
+                  half of torch's threads, as a stream renders there (fast path only; table:
+                  per 2 chunks); median of 3
+
+The chunk rows run at 256^2 and below unless ``--all`` (at 512^2 eager takes ~12 s a chunk);
+with default arguments the whole script takes about a minute on 2 CPU cores.
 
 The fast path's stages are its own: texture = the crop around the body (+ the expanded body);
 attention = pooling + the attention at its own size (the fast path never upsamples it);
@@ -86,18 +90,20 @@ class Encoder:
         self.writer.close()
 
 
-def paired(first: Callable[[], object], second: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, ...]:
+def paired(
+    first: Callable[[], object], second: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2
+) -> tuple[float, ...]:
     """(wall, CPU, wall, CPU) median ms of two runs timed alternately, so that load changes on a
     shared machine hit both alike."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times: list[list[tuple[float, float]]] = [[], []]
-    for i in range(repeats + 2):
+    for i in range(repeats + warmup):
         for slot, run in enumerate((first, second)):
             sync()
             start, start_cpu = time.perf_counter(), time.process_time()
             run()
             sync()
-            if i >= 2:  # two warm-up rounds
+            if i >= warmup:
                 times[slot].append((time.perf_counter() - start, time.process_time() - start_cpu))
     return tuple(statistics.median(t[k] for t in slot) * 1e3 for slot in times for k in (0, 1))
 
@@ -106,12 +112,13 @@ def stage_table(title: str, rows: list[tuple[str, float, float, float, float]]) 
     print(f"\n{title}")
     print(f"{'stage':<13}{'eager ms':>10}{'CPU ms':>9}{'fast ms':>10}{'CPU ms':>9}{'speed-up':>10}")
     for name, ew, ec, fw, fc in rows:
-        fast = f"{fw:>10.1f}{fc:>9.1f}{ew / fw:>9.2f}x" if fw else f"{'(same)':>10}{'':>9}{'':>10}"
-        print(f"{name:<13}{ew:>10.1f}{ec:>9.1f}{fast}")
+        eager = f"{ew:>10.1f}{ec:>9.1f}" if ew else f"{'(fast only)':>19}"
+        fast = f"{fw:>10.1f}{fc:>9.1f}" + (f"{ew / fw:>9.2f}x" if ew else "") if fw else f"{'(same)':>10}{'':>9}{'':>10}"
+        print(f"{name:<13}{eager}{fast}")
 
 
-def bench_config(name: str, template, mda, device: torch.device, repeats: int, folder: str) -> list[str]:  # noqa: ANN001
-    """Print the stage table of one config; return its summary rows."""
+def bench_config(name: str, template, mda, device: torch.device, repeats: int, folder: str, chunks: bool) -> list[str]:  # noqa: ANN001
+    """Print the stage table of one config (``chunks``: with the chunk rows); return its summary rows."""
     size = config_image_size(name)
     model = RamAvatar.from_config_name(name).to(device).eval()
     fast = optimize_for_inference(model)
@@ -188,16 +195,17 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
             ("forward", lambda: model(streaming), lambda: fast(streaming)),
             ("encode", lambda: encoder.write(first["rgb"], first["alpha"]), None),
             ("end-to-end", lambda: end_to_end(model), lambda: end_to_end(fast)),
-            (f"chunk of {CHUNK}", lambda: end_to_end(model, CHUNK), lambda: end_to_end(fast, CHUNK)),
         ]
-        if stream_workers(device) == 2:
-            same.append(("2 chunks", lambda: chunks_at_once(model), lambda: chunks_at_once(fast)))
         rows = []
         for stage, eager_run, fast_run in same:
             if fast_run is None:
                 rows.append((stage, *timed(eager_run, device, count), 0.0, 0.0))
             else:
                 rows.append((stage, *paired(eager_run, fast_run, device, count)))
+        if chunks:  # 16 or 32 frames a call: a few calls suffice
+            rows.append((f"chunk of {CHUNK}", *paired(lambda: end_to_end(model, CHUNK), lambda: end_to_end(fast, CHUNK), device, 3, 1)))
+            if stream_workers(device) == 2:  # what a stream does on a CPU (the fast path by default)
+                rows.append(("2 chunks", 0.0, 0.0, *timed(lambda: chunks_at_once(fast), device, 3, 1)))
     encoder.close()
     params = sum(p.numel() for p in model.parameters()) / 1e6
     stage_table(f"{name}: {H}x{W}, {params:.1f}M parameters, median of {count}, peak memory {peak_memory_mb(device):.0f} MB", rows)
@@ -210,8 +218,8 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
     for stage, ew, ec, fw, fc in (row for row in rows if row[0] in labels):
         per, label = labels[stage]  # per frame
         summary += [
-            f"{name:<11} eager {ew / per:7.1f} ms {1000 * per / ew:6.1f} FPS (CPU {ec / per:6.1f} ms)  {label}",
-            f"{name:<11} fast  {fw / per:7.1f} ms {1000 * per / fw:6.1f} FPS (CPU {fc / per:6.1f} ms)  {label}",
+            f"{name:<11} {path} {wall / per:7.1f} ms {1000 * per / wall:6.1f} FPS (CPU {cpu / per:6.1f} ms)  {label}"
+            for path, wall, cpu in (("eager", ew, ec), ("fast ", fw, fc)) if wall
         ]
     return summary
 
@@ -236,7 +244,7 @@ def bench_styleavatar(device: torch.device, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=None, help="default: rt-256 hq-512 (+ paper-1024 on CUDA or with --all)")
-    parser.add_argument("--all", action="store_true", help="include paper-1024 on a CPU (minutes)")
+    parser.add_argument("--all", action="store_true", help="include paper-1024 on a CPU, and chunk rows above 256^2 (minutes)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
@@ -252,7 +260,10 @@ def main() -> None:
     template = load_template("anny", device=device)
     mda = (PoseVAE().to(device).eval(), SubjectPoseDecoder().to(device).eval())
     with tempfile.TemporaryDirectory() as folder:
-        summary = [row for name in configs for row in bench_config(name, template, mda, device, args.repeats, folder)]
+        summary = [
+            row for name in configs
+            for row in bench_config(name, template, mda, device, args.repeats, folder, args.all or config_image_size(name) <= 256)
+        ]  # fmt: skip
     bench_styleavatar(device, args.repeats)
     print("\n" + "\n".join(summary))
 

@@ -56,7 +56,7 @@ def split_threads(parts: int) -> Iterator[None]:
                 torch.set_num_threads(_split["threads"])
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters (malloc.h)
 
 
 def keep_freed_memory() -> bool:
@@ -65,9 +65,11 @@ def keep_freed_memory() -> bool:
     Rendering makes the same multi-megabyte temporaries frame after frame. By default glibc maps
     large blocks fresh and returns them when freed, so every reuse faults its pages back in:
     measured streaming the example avatar on 2 cores, ~5% of the time in the kernel and up to
-    300 page faults a frame; with this, under 1% and none (peak memory unchanged). Called by the
-    command line, the app and the benchmarks (applications), not on import. Returns whether it
-    applied (Linux with glibc only).
+    300 page faults a frame; with this, under 1% and none (peak memory unchanged). All threads
+    share one arena: a stream's worker threads would otherwise get arenas of their own, whose
+    heaps cannot hold blocks over 64 MB (mapped fresh every chunk: ~600 page faults a frame).
+    Called by the command line, the app and the benchmarks (applications), not on import.
+    Returns whether it applied (Linux with glibc only).
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -76,4 +78,7 @@ def keep_freed_memory() -> bool:
     except OSError:  # another C library (e.g. musl): leave it be
         return False
     mallopt = getattr(libc, "mallopt", None)
-    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    if mallopt is None:
+        return False
+    settings = ((_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 1 << 30), (_M_ARENA_MAX, 1))
+    return all(mallopt(option, value) for option, value in settings)
