@@ -776,7 +776,7 @@ def render_batch(image_size: tuple[int, int]) -> int:
 
 def stream_workers(device: torch.device) -> int:
     """Chunks a stream renders at once: 2 on a CPU with 2+ PyTorch threads (each chunk on half of
-    them), else 1. On 2 CPU cores at 256^2, two chunks on one thread each stream ~20% more frames/s
+    them), else 1. On 2 CPU cores at 256^2, two chunks on one thread each stream 20-25% more frames/s
     than one chunk on both: a chunk's many small ops and compiled loops leave the second core idle
     or spinning in OpenMP's barriers."""
     return 2 if device.type == "cpu" and torch.get_num_threads() >= 2 else 1
