@@ -27,22 +27,25 @@ What changes, and why (measured on 2 AMD EPYC cores, ``benchmarks/animate.py``):
   output is summed from parts: the texture is zero off the body, so only a box around the body
   is sampled (Numba on a CPU, ``cpu_texture``) and convolved; the bilinear upsampling of the
   attention term is separable, so its conv is three small row / column matrix products at the
-  conv's output size; the face / hand U-Nets' output is that of an empty drawing except around
+  conv's output size (on a CPU, a Numba loop over those matrices' non-zero entries:
+  ``cpu_upsample``); the face / hand U-Nets' output is that of an empty drawing except around
   the drawn face / each hand (``WindowedShallowUNet``), so the conv of that background is cached
   and only the windows, drawn only there, are redone. The pooled features come from the box.
   Exact up to float rounding (tested at 1e-5).
 - A batch of consecutive frames renders at once (``previous_features`` of batch 1: each frame
   takes its predecessor's pooled features, which do not depend on the network); the animation
-  pipeline renders its chunks of 16 frames this way.
+  pipeline renders its chunks of 16 frames this way (on a CPU, two chunks at once, each from
+  the ``features`` of the frame before it).
 - Everything runs under ``torch.inference_mode``.
 
 Kept out after measuring on that CPU (AVX2, no bf16 units): bf16 (the folded rt-256 renderer took
 6x longer) and ``torch.compile`` (5 minutes to compile the renderer on a busy machine, then no
 faster; and the covered-pixel count changes every frame, so the texture stage would recompile);
 running the Numba loops over a batch's frames in two threads (no faster end to end: PyTorch's
-OpenMP threads keep spinning on the second core for a while after each op); block-banded row /
-column products for the attention term (3x fewer multiplications, no faster: the time is in
-moving the operands). The dual attention is the eager module.
+OpenMP threads keep spinning on the second core for a while after each op; two whole chunks on
+one thread each are faster, see ``stream_workers``); block-banded row / column products in
+PyTorch for the attention term (3x fewer multiplications, no faster: the time is in moving the
+operands; the Numba loop is). The dual attention is the eager module.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ from ram_avatar.models.layers import NEGATIVE_SLOPE, ShallowUNet, upsample_to
 from ram_avatar.models.style_unet import ModulatedConv2d, StyleUNet, encode_pyramid
 from ram_avatar.render import Fragments
 
-COMPILED_CPU = True  # the Numba kernels on a CPU: texture lookup, RGBA (tests flip it)
+COMPILED_CPU = True  # the Numba kernels on a CPU: texture lookup, attention upsampling, RGBA (tests flip it)
 
 # Inverse Haar transform as a table: output pixel (dy, dx) of a 2x2 block = sum over the
 # sub-bands [LL, LH, HL, HH] of sign / 2 times the coefficient (see layers.haar_idwt).
