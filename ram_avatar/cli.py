@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import time
 
@@ -15,6 +16,15 @@ COMMAND_MODULES: list[str] = [
     "ram_avatar.tracking.cli", "ram_avatar.motion.cli", "ram_avatar.mda.cli", "ram_avatar.training.cli",
     "ram_avatar.evaluation.cli", "ram_avatar.pipelines.cli",
 ]
+
+
+_REST_MARKUP = re.compile(r"(?::[a-z]+:)?``?~?([^`]+?)``?")  # ``code``, `text`, :func:`~module.name`
+
+
+def plain(text: str | None) -> str | None:
+    """A docstring as help text: argparse prints it as it is, so reST markup (``code``, roles)
+    is dropped, keeping what it marks."""
+    return None if text is None else _REST_MARKUP.sub(r"\1", text)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -42,7 +52,7 @@ def add_template_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ram-avatar", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ram-avatar", description=plain(__doc__))
     parser.add_argument("--version", action="version", version=f"ram-avatar {__version__}")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for PyTorch (default: PyTorch's choice; 1 is often fastest on a busy machine)")  # fmt: skip
@@ -70,7 +80,7 @@ def run(args: argparse.Namespace, prog: str) -> int:
 
 def script_main(module: str, doc: str | None, add_args, argv: list[str] | None = None) -> int:
     """``main`` of a ``python -m`` / ``accelerate launch -m`` script taking one command's arguments."""
-    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=plain(doc),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_args(parser)
     return run(parser.parse_args(argv), parser.prog)

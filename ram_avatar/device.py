@@ -1,4 +1,9 @@
-"""Where tensors live (chosen at run time, never hard-coded), and how the process uses the CPU's memory."""
+"""Where tensors live (chosen at run time, never hard-coded), and how the process uses the CPU's memory.
+
+torch is imported inside the functions that use it: the command line calls
+:func:`keep_freed_memory` before every command, and some (``ram-avatar info``) need no torch,
+whose import takes seconds.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,16 @@ import platform
 import sys
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def default_device() -> torch.device:
     """``$RAM_AVATAR_DEVICE`` if set (e.g. ``cpu``, ``cuda:1``), else CUDA when present, else the CPU."""
+    import torch
+
     name = os.environ.get("RAM_AVATAR_DEVICE")
     if name:
         return torch.device(name)
@@ -23,6 +32,8 @@ def default_device() -> torch.device:
 
 def device_name(device: torch.device | str) -> str:
     """The GPU's or the CPU's model name (for benchmark reports)."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -42,6 +53,8 @@ def split_threads(parts: int) -> Iterator[None]:
     thread's ops then run on ``torch.get_num_threads() // parts``; a thread takes the setting up
     on its first op). Nested or concurrent uses share the first one's split; the last to leave
     restores the setting."""
+    import torch
+
     with _split["lock"]:
         if _split["users"] == 0:
             _split["threads"] = torch.get_num_threads()

@@ -20,6 +20,7 @@ interrupted build continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
@@ -103,8 +104,8 @@ def main() -> None:
         decoder = load_decoder(decoder_dir)
     else:
         decoder = train_subject_decoder(subject, prior, decoder_dir, args.decoder_steps).model
-    pipe = RamAvatarPipeline.from_training(subject, run / "avatar", decoder=decoder, prior=prior, name="dancer-rt256", device="cpu")
-    print(f"wrote {pipe.save_pretrained(args.out)}")
+    pipe = RamAvatarPipeline.from_training(subject, run / "avatar", decoder=decoder, prior=prior, name="dancer-rt256", synthetic=True, device="cpu")
+    print(f"wrote {pipe.save_pretrained(os.path.relpath(args.out))}")  # relative: the cards' snippets name it so
 
     motions = Path(args.motions)
     motions.mkdir(parents=True, exist_ok=True)

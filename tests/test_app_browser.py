@@ -1,6 +1,8 @@
 """End to end in a real browser: Debian's headless Chromium driven by Playwright opens the app,
 animates the bundled example avatar with an example motion, and checks that a playable video
-comes back; it screenshots every tab into ``outputs/screenshots/`` (look at them).
+comes back, that a bad upload gets a readable message naming the file (and sets the example
+motion to "none"), and that Create offers the example clip; it screenshots every tab into
+``outputs/screenshots/`` (look at them).
 
 Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``; no browser is ever downloaded),
 the ``playwright`` package and the bundled example (``scripts/make_example_avatar.py``).
@@ -9,10 +11,8 @@ the ``playwright`` package and the bundled example (``scripts/make_example_avata
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 EXAMPLE = ROOT / "examples" / "avatars" / "dancer-rt256"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run"]  # fmt: skip
 
 pytestmark = [
     pytest.mark.slow,  # ~1-3 minutes on 2 CPU cores: a browser, the app and a 256^2 render
@@ -29,13 +30,14 @@ pytestmark = [
 ]
 
 
-def test_animate_the_example_in_a_browser(tmp_path):
+def test_animate_the_example_in_a_browser(tmp_path, monkeypatch):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the package only; no browser download)")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    os.environ.update(RAM_AVATAR_ZOO=str(tmp_path / "zoo"), RAM_AVATAR_APP_OUTPUTS=str(tmp_path / "outputs"), HF_HUB_OFFLINE="1")
-    sys.path.insert(0, str(ROOT))
+    for key, value in dict(RAM_AVATAR_ZOO=str(tmp_path / "zoo"), RAM_AVATAR_APP_OUTPUTS=str(tmp_path / "outputs"), HF_HUB_OFFLINE="1").items():
+        monkeypatch.setenv(key, value)  # restored after the test, as is sys.path
+    monkeypatch.syspath_prepend(str(ROOT))
     app = importlib.reload(importlib.import_module("app"))
     demo, (_, url, _) = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     shots = ROOT / "outputs" / "screenshots"
@@ -60,10 +62,29 @@ def test_animate_the_example_in_a_browser(tmp_path):
             assert 0.5 < duration < 2.0  # 24 frames at 30 fps: a playable H.264 mp4 of the right length
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shots / "animate.png"), full_page=True)
+
+            broken = tmp_path / "broken.bvh"
+            broken.write_text("HIERARCHY\nROOT x {\n")
+            page.locator("input[type=file]").first.set_input_files(str(broken))
+            sync_api.expect(page.get_by_label("...or an example motion")).to_have_value("none")  # one motion at a time
+            page.get_by_role("button", name="Animate", exact=True).click()
+            toast = page.get_by_test_id("toast-body").filter(has_text="broken.bvh")
+            toast.wait_for(timeout=60_000)
+            message = toast.inner_text()
+            assert "HIERARCHY" in message and str(tmp_path) not in message and "/tmp" not in message, message
+            page.screenshot(path=str(shots / "animate_error.png"), full_page=True)
+            uploaded = page.get_by_label("broken.bvh", exact=True)  # the file component's row
+            sync_api.expect(uploaded).to_have_count(1)
+            page.get_by_label("...or an example motion").click()
+            page.get_by_role("option", name="dab.bvh").click()
+            sync_api.expect(uploaded).to_have_count(0)  # picking an example removes the upload
+
             for tab in ("Create", "Live", "Zoo"):
                 page.get_by_role("tab", name=tab).click()
                 page.wait_for_timeout(800)
                 page.screenshot(path=str(shots / f"{tab.lower()}.png"), full_page=True)
+                if tab == "Create":
+                    assert page.get_by_text("dancer.mp4").count() > 0  # the example clip
             browser.close()
     finally:
         demo.close()

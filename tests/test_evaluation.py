@@ -70,12 +70,17 @@ def test_metrics_equal_the_metrics_module_on_the_rendered_frames(evaluated):
     assert report["per_frame"]["psnr"] == pytest.approx(metrics.psnr(evaluated.pred, evaluated.gt).tolist())
     assert report["metrics"]["fid"]["value"] is None and "50" in report["metrics"]["fid"]["unavailable"]
     assert report["masked"] is False
+    # Person-only numbers always come beside the whole-frame ones (whole frames flatter a blur).
+    person = metrics.evaluate(evaluated.pred, evaluated.gt, evaluated.mask, ("psnr", "ssim", "lpips_alex"))
+    for name, result in person.items():
+        assert report["person_metrics"][name] == result.to_dict()
+    assert report["person_metrics"]["psnr"]["value"] != pytest.approx(report["metrics"]["psnr"]["value"])
 
 
 def test_writes_table_pictures_video_and_plot(evaluated):
     out = evaluated.out_dir
     table = (out / "metrics.md").read_text()
-    assert "| psnr |" in table and "full frames" in table
+    assert "| metric | whole frame | person only |" in table and "| psnr |" in table
     pictures = sorted((out / "comparisons").glob("*.png"))
     assert [p.name for p in pictures] == [f"frame_{t:06d}.png" for t in evaluated.frames]
     image = iio.imread(pictures[0])

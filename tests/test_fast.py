@@ -64,7 +64,7 @@ def test_wavelet_fold_is_the_inverse_haar_transform():
 
 
 @pytest.mark.parametrize("switches", [{}, {"spatial_attention": False}, {"temporal_attention": False},
-                                      {"face_map": False, "hand_map": False}])  # fmt: skip
+                                      {"face_map": False, "hand_map": False}, {"colour_skip": True}])  # fmt: skip
 def test_fast_avatar_without_collapse_equals_eager(anny_template, scene, switches):
     model = randomized(RamAvatar(**TINY, **switches))
     maps = maps_for(model, anny_template, scene)

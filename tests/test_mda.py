@@ -8,15 +8,18 @@ pose with the arms overhead is plainly outside the subject's distribution.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from ram_avatar.body.layout import SmplxPose
-from ram_avatar.mda.align import align
+from ram_avatar.mda import DEFAULT_STRENGTH
+from ram_avatar.mda.align import OOD_RANGE, align
 from ram_avatar.mda.augment import mirror_body_pose, mirror_pose
 from ram_avatar.mda.losses import body_joint_positions, hinge_limit_loss
 from ram_avatar.mda.train import train_prior, train_subject_decoder
@@ -180,7 +183,7 @@ def test_align_keeps_in_distribution_poses_and_pulls_arms_down(trained):
     arms_up = arms_pose(1.2 + 0.1 * t, 1.2 + 0.1 * t, 0.2 * t)  # overhead: the subject never did that
     driving = SmplxPose.from_full(torch.randn(30, 55, 3) * 0.3, torch.randn(30, 3))
     driving.body_pose = arms_up
-    result = align(driving, prior, decoder)
+    result = align(driving, prior, decoder, strength=1.0)
     assert result.ood_before.min() > 5 * heldout.ood_before.median()
     assert (result.ood_after < 0.3 * result.ood_before).all()
     assert arm_height(result.pose.body_pose).max() < arm_height(arms_up).min() - 0.5  # arms came down
@@ -190,6 +193,55 @@ def test_align_keeps_in_distribution_poses_and_pulls_arms_down(trained):
 
     half = align(driving, prior, decoder, strength=0.5)  # per-joint slerp: half the angle
     assert torch.allclose(half.change_deg, 0.5 * result.change_deg, rtol=0.02, atol=0.1)
+
+
+def test_only_frames_far_out_of_the_subjects_distribution_are_aligned(trained):
+    # The left arm rises from the subject's (down) to overhead: the first frames are the
+    # subject's own poses, the last far out of them, some in between.
+    prior, decoder = trained["prior"].model, trained["decoder"].model
+    raised = torch.linspace(-1.2, 1.3, 40)
+    driving = as_pose(arms_pose(raised, torch.full((40,), -1.2), torch.full((40,), 0.2)))
+    result = align(driving, prior, decoder, strength=1.0)
+    full = align(driving, prior, decoder, strength=1.0, ood_range=None)  # every frame fully aligned
+    low, high = OOD_RANGE
+    kept, pulled = result.ood_before <= low, result.ood_before >= high
+    partly = ~kept & ~pulled
+    assert kept.sum() >= 5 and partly.sum() >= 2 and pulled.sum() >= 5, result.ood_before
+    assert torch.equal(result.pose.body_pose[kept], driving.body_pose[kept])  # bit for bit
+    torch.testing.assert_close(result.pose.body_pose[pulled], full.pose.body_pose[pulled])
+    weight = (result.ood_before[partly] - low) / (high - low)  # per-joint slerp by the frame's weight
+    torch.testing.assert_close(result.change_deg[partly], weight * full.change_deg[partly], atol=0.05, rtol=0.01)
+    assert (result.ood_after[pulled] < 0.5 * result.ood_before[pulled]).all()
+    assert arm_height(result.pose.body_pose[pulled]).max() < arm_height(subject_motion()).max() + 0.1  # down again
+    half = align(driving, prior, decoder, strength=0.5)
+    torch.testing.assert_close(half.change_deg, 0.5 * result.change_deg, atol=0.05, rtol=0.01)
+
+
+def test_the_default_strength_is_the_same_everywhere():
+    from ram_avatar.cli import build_parser
+    from ram_avatar.pipelines import RamAvatarPipeline
+    from ram_avatar.pipelines.live import LiveSession
+
+    parse = build_parser().parse_args
+    defaults = {
+        "align": inspect.signature(align).parameters["strength"].default,
+        "pipeline": inspect.signature(RamAvatarPipeline.__call__).parameters["mda_strength"].default,
+        "stream": inspect.signature(RamAvatarPipeline.stream).parameters["mda_strength"].default,
+        "live": inspect.signature(LiveSession).parameters["mda_strength"].default,
+        "animate": parse(["animate", "avatar", "motion.bvh", "out.mp4"]).mda_strength,
+        "align apply": parse(["align", "apply", "m.bvh", "o.npz", "--decoder", "d", "--prior", "p"]).strength,
+    }
+    assert defaults == dict.fromkeys(defaults, DEFAULT_STRENGTH)
+
+
+def test_the_apps_mda_sliders_start_at_the_default_strength(monkeypatch):
+    pytest.importorskip("gradio")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    import app
+
+    sliders = [c["props"] for c in app.build_app().config["components"] if c["type"] == "slider"]
+    mda = [props["value"] for props in sliders if "MDA" in props.get("label", "")]
+    assert mda == [DEFAULT_STRENGTH, DEFAULT_STRENGTH]
 
 
 def test_align_refuses_a_decoder_of_another_prior(trained):

@@ -320,13 +320,15 @@ def test_streaming_previous_features_equal_rendering_the_previous_frame():
     torch.testing.assert_close(streamed["rgb"], rendered["rgb"])
 
 
-def test_save_pretrained_round_trip(tmp_path):
+def test_save_pretrained_round_trip(tmp_path, capsys):
     model = RamAvatar(**TINY, face_map=False).eval()
     model.save_pretrained(tmp_path / "avatar")
     assert {p.name for p in (tmp_path / "avatar").iterdir()} >= {"config.json", "model.safetensors"}
     config = json.loads((tmp_path / "avatar" / "config.json").read_text())
     assert config["widths"] == [4, 6, 8] and config["face_map"] is False
+    capsys.readouterr()
     loaded = RamAvatar.from_pretrained(tmp_path / "avatar")
+    assert capsys.readouterr() == ("", "")  # a folder loads silently (the stock mixin prints a line)
     maps = synthetic_maps()
     with torch.no_grad():
         expected, actual = model(maps), loaded(maps)
@@ -334,6 +336,9 @@ def test_save_pretrained_round_trip(tmp_path):
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0)
     with pytest.raises(ValueError, match="safetensors"):
         RamAvatar._load_as_pickle(model, "pytorch_model.bin", "cpu", False)
+    (tmp_path / "avatar" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
+        RamAvatar.from_pretrained(tmp_path / "avatar")
 
 
 def test_named_configs():

@@ -121,6 +121,29 @@ def test_two_chunks_at_once_render_the_same_frames(pipe, motion, monkeypatch):
     assert torch.get_num_threads() == threads
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_callback_reports_each_stage_in_order(pipe, motion, monkeypatch, workers):
+    """``callback(stage, done, total)``: the motion loaded, then MDA per chunk, each ahead of its
+    frames, and every frame as it comes out; ``__call__`` reports the same."""
+    import ram_avatar.pipelines.ram_avatar_pipeline as module
+
+    monkeypatch.setattr(module, "stream_workers", lambda device: workers)
+    events = []
+    for frame in pipe.stream(motion, 0.5, chunk=5, progress=False, callback=lambda *call: events.append(call)):
+        events.append(("out", frame.index + 1, 12))
+    assert events[:2] == [("motion", 0, 1), ("motion", 1, 1)]
+    assert [e for e in events if e[0] == "mda"] == [("mda", 5, 12), ("mda", 10, 12), ("mda", 12, 12)]
+    rendered = [e for e in events if e[0] in ("render", "out")]
+    assert rendered == [(stage, n, 12) for n in range(1, 13) for stage in ("render", "out")]  # each before its frame
+    for n in range(1, 13):  # a frame is reported after the MDA of its chunk
+        aligned = next(i for i, e in enumerate(events) if e[0] == "mda" and e[1] >= n)
+        assert aligned < events.index(("render", n, 12))
+
+    calls = []
+    pipe(motion, 0.5, progress=False, callback=lambda *call: calls.append(call))  # in one chunk of 16
+    assert calls == [("motion", 0, 1), ("motion", 1, 1), ("mda", 12, 12)] + [("render", n, 12) for n in range(1, 13)]
+
+
 def test_a_chunk_renders_as_the_frames_one_by_one(pipe, motion):
     """Chunks render as batches of consecutive frames (each taking its predecessor's features):
     the same frames as one frame per chunk."""
@@ -151,11 +174,20 @@ def test_fast_path_renders_what_the_eager_avatar_does(pipe, motion):
 
 
 def test_mda_strength(pipe, motion):
+    from ram_avatar.body.layout import SmplxPose
+    from ram_avatar.mda.align import OOD_RANGE
+    from ram_avatar.motion import Motion
+
     off = pipe(motion, mda_strength=0.0, progress=False)
-    full = pipe(motion, mda_strength=1.0, progress=False)
     np.testing.assert_allclose(off.ood_before, off.ood_after)  # 0 = the driving motion, untouched
-    assert np.all(off.change_deg == 0) and np.all(full.change_deg > 0)
-    assert not np.array_equal(off.frames, full.frames)
+    assert np.all(off.change_deg == 0)
+    # MDA changes the frames far from the subject's poses: arms overhead, knees bent.
+    pose = SmplxPose.zeros(12)
+    pose.body_pose[:, 15, 2], pose.body_pose[:, 16, 2], pose.body_pose[:, 3:5, 0] = 1.4, -1.4, 1.5
+    far = Motion(pose, 30.0, "far out", "test")
+    full = pipe(far, mda_strength=1.0, progress=False)
+    assert np.all(full.ood_before > OOD_RANGE[1]) and np.all(full.change_deg > 0)
+    assert not np.array_equal(pipe(far, mda_strength=0.0, progress=False).frames, full.frames)
     with pytest.raises(ValueError, match="within"):
         next(pipe.stream(motion, mda_strength=1.5, progress=False))
 

@@ -136,7 +136,8 @@ def test_discriminator_step_separates_real_from_fake(subject_dir, tmp_path):
     from ram_avatar.training import Trainer
     from ram_avatar.training.train_avatar import to_device, train_step
 
-    trainer = Trainer(subject_dir, tmp_path / "run", config(steps=30, gan=1.0), progress=False)
+    blank = {**TINY, "colour_skip": False}  # a generator that starts far from the GT (not from its colours)
+    trainer = Trainer(subject_dir, tmp_path / "run", config(steps=30, gan=1.0, model_overrides=blank), progress=False)
     valid = [i for i in range(len(trainer.train_set)) if trainer.train_set[i]["triplet_valid"]]
     batch = to_device(torch.utils.data.default_collate([trainer.train_set[i] for i in valid[:2]]), torch.device("cpu"))
     for _ in range(8):
@@ -148,7 +149,8 @@ def test_loss_goes_down_on_a_fixed_batch(subject_dir, tmp_path):
     from ram_avatar.training import Trainer
     from ram_avatar.training.train_avatar import to_device, train_step
 
-    trainer = Trainer(subject_dir, tmp_path / "run", config(steps=100), progress=False)
+    blank = {**TINY, "colour_skip": False}  # starting from the subject's colours, there is little left to learn
+    trainer = Trainer(subject_dir, tmp_path / "run", config(steps=100, model_overrides=blank), progress=False)
     batch = to_device(next(iter(trainer.loader)), torch.device("cpu"))
     losses = [train_step(batch, trainer.parts, trainer.config, trainer.accelerator)["loss/l1"] for _ in range(12)]
     assert losses[-1] < 0.7 * losses[0], losses
@@ -190,7 +192,8 @@ def test_run_writes_checkpoints_preview_metrics_and_card(trained):
     assert 0 < metrics["held_out"]["psnr"] < 60 and 0 < metrics["held_out"]["ssim"] <= 1
     card = (trained / "avatar" / "README.md").read_text()
     assert "library_name: ram-avatar" in card and "consent" in card.lower() and "deep-fake" in card
-    assert f"| psnr | {metrics['held_out']['psnr']:.4g} |" in card and "rt-256" in card
+    held = metrics["held_out"]
+    assert f"| PSNR (dB, higher is better) | {held['psnr']:.4g} | {held['psnr_masked']:.4g} |" in card and "rt-256" in card
     assert not list((trained / "avatar").glob("*.bin")) and not list((trained / "avatar").glob("*.pt*"))
 
 
@@ -210,7 +213,7 @@ def test_saved_avatar_loads_from_folder_and_offline_hub_cache(trained, subject_d
     from ram_avatar.models import RamAvatar
 
     ema = load_file(trained / "checkpoints" / "last" / "ema.safetensors")
-    reference = RamAvatar(**TINY)
+    reference = RamAvatar.from_config_name("rt-256", **TINY)  # as the trainer builds it
     reference.load_state_dict(ema)
     expected = _render(reference, subject_dir, trained)
     local = RamAvatar.from_pretrained(trained / "avatar")
@@ -297,3 +300,46 @@ def test_hand_boxes_and_crops_cut_out_the_hand():
     crops = crop(image, boxes, 8)
     assert crops.shape == (2, 3, 8, 8)
     assert crops[0].min() == 1.0
+
+
+def test_lr_schedule_ends_with_the_time_budget():
+    from ram_avatar.training.train_avatar import lr_factor
+
+    assert lr_factor(150, 100, 4000, 0.1) > 0.99  # by steps alone, 150 of 4000 is still at the peak
+    assert lr_factor(150, 100, 4000, 0.1, time_progress=1.0) == pytest.approx(0.1)  # the minutes are spent
+    assert lr_factor(150, 100, 4000, 0.1, time_progress=0.5) == pytest.approx(0.55)
+    assert lr_factor(3999, 100, 4000, 0.1, time_progress=0.1) == pytest.approx(0.1, abs=1e-4)  # steps end first
+    assert lr_factor(9, 100, 4000, 0.1, time_progress=0.9) == pytest.approx(0.1)  # warm-up counts steps
+
+
+def test_a_time_limited_run_decays_its_learning_rate_within_the_budget(subject_dir, tmp_path, monkeypatch):
+    """``minutes`` ends a 1000-step run after a few steps: its learning rate has decayed by then."""
+    from types import SimpleNamespace
+
+    from ram_avatar.training import Trainer, train_avatar
+
+    clock = iter(range(0, 10**6, 4))  # seconds: every reading of the run's clock is 4 s later
+    monkeypatch.setattr(train_avatar, "time", SimpleNamespace(monotonic=lambda: float(next(clock))))
+    trainer = Trainer(subject_dir, tmp_path / "run", config(steps=1000, warmup_steps=1), minutes=1.0, progress=False)
+    trainer.run()
+    assert 2 < trainer.state["step"] < 20
+    lr = trainer.parts["sched_g"].get_last_lr()[0]
+    assert lr < 0.35 * trainer.config.lr, lr  # by steps alone it would still be ~ the peak
+
+
+def test_avatar_matches_the_ground_truth_on_any_background(anny_template, tmp_path):
+    """A dark subject (on black, its alpha would be free: the old ghost) trained on random
+    backgrounds renders like the ground truth on white, black and grey."""
+    from ram_avatar.training import Trainer
+    from ram_avatar.training.train_avatar import render_dataset
+
+    subject = synthetic_subject(anny_template)
+    subject.frames = (subject.frames * 0.2).astype(np.uint8)  # dark clothes
+    folder = write_subject(tmp_path / "dark", subject)
+    trainer = Trainer(folder, tmp_path / "run", config(steps=30, model_overrides={**TINY, "colour_skip": True}), progress=False)
+    trainer.run()
+    for background in (0.0, 0.5, 1.0):
+        pred, gt, mask = render_dataset(trainer.ema, trainer.held_out_set, torch.device("cpu"), background)
+        body = torch.nn.functional.max_pool2d(mask, 5, 1, 2) > 0  # the person and a margin around it
+        error = (pred - gt).abs().mean(1, keepdim=True)[body]
+        assert error.mean() < 0.04, (background, error.mean())  # 0.04: ~10 levels of 255 on average

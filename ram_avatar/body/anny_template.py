@@ -28,7 +28,9 @@ How a SMPL-X pose becomes an Anny pose
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 
 import roma
 import torch
@@ -165,6 +167,36 @@ def _frame(primary: torch.Tensor, secondary: torch.Tensor) -> torch.Tensor:
     return torch.stack([x, y, torch.linalg.cross(x, y)], dim=1)
 
 
+def _init_warp() -> None:
+    """Initialise Warp (Anny's skinning kernels) without its start-up noise: its banner is off at
+    log level WARNING; the warning its CUDA probe prints from C on a machine without a CUDA driver
+    goes to ``logging`` (logger ``warp``, INFO) instead. Anything else it prints stays visible."""
+    import warp
+
+    from ram_avatar.notices import native_stderr_to_logging
+
+    warp.config.log_level = warp.LOG_WARNING
+    with native_stderr_to_logging("warp", _warp_line_level):
+        warp.init()  # Anny's modules call it again on import, which then does nothing
+
+
+def _warp_line_level(line: str) -> int:
+    """The logging level of a line Warp printed while initialising: no CUDA driver is the normal
+    state of a CPU machine (torch finds none either), not a problem to report."""
+    return logging.INFO if "Could not find or load the NVIDIA CUDA driver" in line else logging.WARNING
+
+
+def _missing_anny_cache() -> Path | None:
+    """Anny's cache folder (``ANNY_CACHE_DIR``, default ``~/.cache/anny``) when it holds no built
+    body data of the installed Anny yet, so that the next ``anny.Anny()`` builds it (~40 s, once);
+    None when it does."""
+    from anny.models.model_data import CURRENT_DATA_VERSION
+    from anny.paths import get_anny_cache_path
+
+    folder = get_anny_cache_path()
+    return None if any((folder / f"v{CURRENT_DATA_VERSION}").glob("*.safetensors")) else folder
+
+
 class AnnyTemplate(BodyTemplate):
     """Anny (NAVER, Apache-2.0 code, CC0 body data) posed with SMPL-X-layout parameters.
 
@@ -177,11 +209,14 @@ class AnnyTemplate(BodyTemplate):
 
     def __init__(self, skinning_method: str | None = None) -> None:
         super().__init__()
-        import warp  # Anny's skinning kernels; silence its start-up banner
+        _init_warp()
+        import anny  # imported here: ~1 s
 
-        warp.config.log_level = warp.LOG_WARNING
-        import anny  # imported here: it initialises Warp, ~1 s
+        cache = _missing_anny_cache()
+        if cache is not None:
+            from ram_avatar.notices import notice
 
+            notice(f"building the Anny body cache in {cache}, once (~40 s, more on a busy CPU)")
         self.model = anny.Anny(facial_actions="all", skinning_method=skinning_method).to(torch.float32)
         model = self.model
         self.shape_labels: list[str] = list(model.phenotype_labels)

@@ -14,6 +14,10 @@ import numba
 import numpy as np
 import torch
 
+from ram_avatar.notices import announce_kernel_compiles
+
+announce_kernel_compiles()  # the first run compiles the kernels below (then cached): it says so
+
 
 def vertex_normals_cpu(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Unit vertex normals (B, V, 3) float32 of ``vertices`` (B, V, 3) over ``faces`` (F, 3), as

@@ -23,8 +23,13 @@ def run_eval(args: argparse.Namespace) -> int:
         fid_min_frames=args.fid_min_frames, background=args.background, device=args.device,
         body_model_path=args.body_model_path,
     )  # fmt: skip
-    shown = ", ".join(f"{k} {v['value']:.4g}" for k, v in result.metrics.items() if v["value"] is not None)
-    print(f"{len(result.frames)} held-out frames (every {result.info['every_k']}th): {shown}")
+    def shown(values: dict) -> str:
+        return ", ".join(f"{k} {v['value']:.4g}" for k, v in values.items() if v["value"] is not None)
+
+    scope = "person only (masked)" if result.info["masked"] else "whole frame"
+    print(f"{len(result.frames)} held-out frames (every {result.info['every_k']}th)")
+    print(f"  {scope}: {shown(result.metrics)}")
+    print(f"  person only (masked): {shown(result.info['person_metrics'])}")
     if result.ood:
         print("OOD motion: " + ", ".join(f"{k} {v:.4g}" for k, v in result.ood.items() if isinstance(v, float)))
     print(f"wrote {result.out_dir}/metrics.md, metrics.json, per_frame.png, comparisons/, comparison.mp4")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from ram_avatar.mda import DEFAULT_STRENGTH
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``motion-prior train``, ``align train`` and ``align apply``."""
@@ -30,7 +32,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     apply.add_argument("out", help="aligned motion, .npz (what `ram-avatar motion convert` writes)")
     apply.add_argument("--decoder", required=True, help="subject decoder folder or Hub id (from `ram-avatar align train`)")
     apply.add_argument("--prior", required=True, help="the pose prior the decoder was trained against")
-    apply.add_argument("--strength", type=float, default=1.0, help="0 = off .. 1 = full alignment (default 1)")
+    apply.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
+                       help="0 = off .. 1 = full alignment, on the frames far from the subject's poses (default %(default)g)")  # fmt: skip
     apply.add_argument("--former", choices=("aligned", "driving"), default="aligned",
                        help="condition each frame on the previously aligned pose (default) or the previous driving pose")  # fmt: skip
     apply.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
@@ -103,7 +106,7 @@ def run_decoder_train(args: argparse.Namespace) -> int:
     m = result.metrics
     print(f"subject decoder written to {result.out_dir} ({m['train_frames']} frames at {m['fps']:g} fps)")
     if "heldout_change_deg" in m:
-        print(f"held-out subject frames: {m['heldout_change_deg']:.1f} deg mean per-joint change after align, "
+        print(f"held-out subject frames: {m['heldout_change_deg']:.1f} deg mean per-joint change when fully aligned, "
               f"OOD score {m['heldout_ood_before']:.2f} -> {m['heldout_ood_after']:.2f}")  # fmt: skip
     return 0
 

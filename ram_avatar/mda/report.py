@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ram_avatar.mda.align import AlignResult
+from ram_avatar.mda.align import OOD_RANGE, AlignResult
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -17,8 +17,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(f.name, path)
 
 
-def plot_ood(result: AlignResult, fps: float, path: str | os.PathLike, title: str = "") -> Path:
-    """PNG of the per-frame OOD score before / after alignment and of the per-joint change."""
+def plot_ood(
+    result: AlignResult,
+    fps: float,
+    path: str | os.PathLike,
+    title: str = "",
+    ood_range: tuple[float, float] | None = OOD_RANGE,
+) -> Path:
+    """PNG of the per-frame OOD score before / after alignment (with the score above which MDA
+    acts, ``ood_range[0]``) and of the per-joint change."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed; also safe when called from a server
@@ -29,6 +36,8 @@ def plot_ood(result: AlignResult, fps: float, path: str | os.PathLike, title: st
     top.plot(seconds, result.ood_before.cpu().numpy(), label="driving motion", color="tab:red")
     top.plot(seconds, result.ood_after.cpu().numpy(), label="after align", color="tab:blue")
     top.axhline(1.0, color="gray", linestyle="--", linewidth=1, label="typical subject pose")
+    if ood_range is not None:
+        top.axhline(ood_range[0], color="gray", linestyle=":", linewidth=1, label="MDA acts above")
     top.set_ylabel("OOD score")
     top.set_yscale("log")
     top.legend(loc="upper right")

@@ -460,7 +460,8 @@ def train_subject_decoder(
         out_dir: gets config.json + model.safetensors, metrics.json and ``checkpoint/``.
         fps: resample a motion-file subject to this rate / the rate of a SmplxPose (default 30).
         val_fraction: hold out the last fraction of the frames; metrics report their mean
-            per-joint change after align (deg) and OOD scores, next to the training frames'.
+            per-joint change when fully aligned (every frame at strength 1; deg) and OOD scores,
+            next to the training frames'.
         Others as in :func:`train_prior`.
     """
     from ram_avatar.mda.align import align
@@ -521,7 +522,7 @@ def train_subject_decoder(
     metrics = {"steps": steps, "fps": fps, "train_frames": len(train), "heldout_frames": len(val)}
     for name, poses in (("train", train), ("heldout", val)):
         if len(poses):
-            result = align(_body_only(poses), prior, decoder)
+            result = align(_body_only(poses), prior, decoder, strength=1.0, ood_range=None)  # the decoder's own change
             metrics[f"{name}_change_deg"] = float(result.change_deg.mean())
             metrics[f"{name}_ood_before"] = float(result.ood_before.mean())
             metrics[f"{name}_ood_after"] = float(result.ood_after.mean())

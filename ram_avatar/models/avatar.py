@@ -4,6 +4,7 @@
     F_body = F_cur + DualAttention(F_cur, F_exp, F_prev)   (at the attention size, upsampled)
     F_face = FaceMap(face landmarks),  F_hand = HandMap(hand keypoints)
     RGBA   = StyleUNet([F_body, F_face, F_hand])
+           (+ [F_cur[:3], mask] with ``colour_skip``: the textured body is the starting image)
 
 Build the ``maps`` with ``prepare_inputs`` (documented in ``ram_avatar.models.inputs``).
 The temporal discriminator (training only) is the separate ``TemporalDiscriminator`` class.
@@ -78,6 +79,13 @@ def to_rgba(raw: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"rgb": rgba[:, :3], "alpha": rgba[:, 3:]}
 
 
+def colour_base(colour: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 4, H, W) what ``colour_skip`` adds to the renderer's raw output: the sampled colour
+    channels (B, 3, H, W) (RGB - 0.5, zero off the body) and ``mask`` (B, H, W) as alpha, so
+    that a zero network output renders the textured body (``to_rgba`` adds 0.5 and clamps)."""
+    return torch.cat([colour, mask[:, None].to(colour.dtype) - 0.5], 1)
+
+
 def texture_map_names(maps: dict[str, torch.Tensor], expanded: bool, previous: bool) -> list[str]:
     """The UV maps in ``maps`` the texture is sampled through: ``uv``, then ``uv_expanded`` (dual
     attention) and ``uv_previous`` (temporal attention, unless ``previous_features`` stand in)."""
@@ -126,6 +134,11 @@ class RamAvatar(
         widths / style_dim / n_mlp / decoder_convs: the StyleUNet.
         spatial_attention / temporal_attention / face_map / hand_map: ablation switches; a part
             switched off is not built (no parameters, no input channels).
+        colour_skip: the texture's first three channels are colour (RGB - 0.5) and the body
+            mask is an alpha: both are added to the StyleUNet's output, so the renderer learns
+            only what the textured template cannot show (hair, loose clothes, shading, edges).
+            Initialised from the subject's own frames (``ram_avatar.training.unproject``), the
+            avatar shows the person's colours at step 0. Off in avatars saved before it existed.
     """
 
     def __init__(
@@ -150,9 +163,11 @@ class RamAvatar(
         temporal_attention: bool = True,
         face_map: bool = True,
         hand_map: bool = True,
+        colour_skip: bool = False,
     ):
         super().__init__()
         self.attention_downsample = attention_downsample
+        self.colour_skip = colour_skip
         self.expand_distance = expand_distance
         self.texture = NeuralTexture(texture_channels, texture_size, texture_levels)
         self.attention = (
@@ -233,4 +248,7 @@ class RamAvatar(
                     )
             body = current + self.attention(pooled, expanded, previous, (H, W))
         parts = encode_parts(maps, self.face, self.hand)
-        return {**to_rgba(self.renderer(torch.cat([body, *parts], 1))), "features": pooled}
+        raw = self.renderer(torch.cat([body, *parts], 1))
+        if self.colour_skip:
+            raw = raw + colour_base(current[:, :3], maps["mask"])
+        return {**to_rgba(raw), "features": pooled}

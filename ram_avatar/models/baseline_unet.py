@@ -14,7 +14,7 @@ from torch import nn
 
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.body.template import BodyTemplate
-from ram_avatar.models.avatar import check_maps, encode_parts, to_rgba
+from ram_avatar.models.avatar import check_maps, colour_base, encode_parts, to_rgba
 from ram_avatar.models.face_map import FaceMap
 from ram_avatar.models.hand_map import HandMap
 from ram_avatar.models.hub import HubModel
@@ -69,13 +69,18 @@ class BaselineUNet(
         widths: list[int] | tuple[int, ...] = (16, 24, 32, 48),
         face_map: bool = True,
         hand_map: bool = True,
+        colour_skip: bool = False,
     ):
         super().__init__()
+        self.colour_skip = colour_skip  # as RamAvatar's: the textured body is the starting image
         self.texture = NeuralTexture(texture_channels, texture_size, texture_levels)
         self.face = FaceMap(face_code_channels, map_hidden, map_channels) if face_map else None
         self.hand = HandMap(map_hidden, map_channels, hand_line_sigma) if hand_map else None
         in_channels = texture_channels + map_channels * (int(face_map) + int(hand_map))
         self.unet = PlainUNet(in_channels, 4, widths)
+        if colour_skip:  # start from the textured body exactly, as RamAvatar's zero-initialised output
+            nn.init.zeros_(self.unet.out.weight)
+            nn.init.zeros_(self.unet.out.bias)
 
     def prepare_inputs(
         self, template: BodyTemplate, pose: SmplxPose, camera: Camera, **kwargs: Any
@@ -87,4 +92,7 @@ class BaselineUNet(
         """maps as for ``RamAvatar.forward`` -> ``rgb`` (B, 3, H, W), ``alpha`` (B, 1, H, W), in [0, 1]."""
         check_maps(maps, "uv", "mask")
         current = self.texture(maps["uv"], maps["mask"])
-        return to_rgba(self.unet(torch.cat([current, *encode_parts(maps, self.face, self.hand)], 1)))
+        raw = self.unet(torch.cat([current, *encode_parts(maps, self.face, self.hand)], 1))
+        if self.colour_skip:
+            raw = raw + colour_base(current[:, :3], maps["mask"])
+        return to_rgba(raw)

@@ -6,6 +6,9 @@
                 side), thin StyleUNet (two styled convs per level, as StyleAvatar: +0.2 dB
                 held-out PSNR after 900 CPU steps for ~4% more renderer time)
     hq-512      512^2, a mid-size StyleUNet, for a GPU or an offline CPU render
+    colour_skip (rt-256, hq-512): the textured body, its colours unprojected from the subject's
+                frames, is the renderer's starting image (``RamAvatar``); paper-1024 keeps the
+                paper's renderer (``--model colour_skip=true`` adds it)
     paper-1024  the paper's model: 1024^2 x 48 texture, StyleAvatar's 1024^2 StyleUNet widths,
                 attention width 96 at 256^2 (the official code's TriPlane_Conv(48, 96, 48))
 
@@ -24,14 +27,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         texture_size=256, texture_channels=48, texture_levels=2,
         attention_hidden=16, attention_downsample=8,
         face_code_channels=8, map_hidden=8, map_channels=16,
-        widths=[16, 24, 32, 48], style_dim=64, n_mlp=2, decoder_convs=2,
+        widths=[16, 24, 32, 48], style_dim=64, n_mlp=2, decoder_convs=2, colour_skip=True,
     ),
     "hq-512": dict(
         image_size=512,
         texture_size=512, texture_channels=48, texture_levels=2,
         attention_hidden=48, attention_downsample=4,
         face_code_channels=8, map_hidden=16, map_channels=16,
-        widths=[32, 64, 128, 256, 256, 256], style_dim=256, n_mlp=2, decoder_convs=2,
+        widths=[32, 64, 128, 256, 256, 256], style_dim=256, n_mlp=2, decoder_convs=2, colour_skip=True,
     ),
     "paper-1024": dict(
         image_size=1024,

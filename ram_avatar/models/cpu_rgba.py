@@ -14,6 +14,10 @@ import numba
 import numpy as np
 import torch
 
+from ram_avatar.notices import announce_kernel_compiles
+
+announce_kernel_compiles()  # the first run compiles the kernels below (then cached): it says so
+
 
 def rgba_cpu(fine: torch.Tensor, coarse: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``clamp(0.5 + pixel_shuffle(fine) + upsample(coarse), 0, 1)`` cropped to ``size``.

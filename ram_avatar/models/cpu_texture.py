@@ -18,6 +18,10 @@ import numba
 import numpy as np
 import torch
 
+from ram_avatar.notices import announce_kernel_compiles
+
+announce_kernel_compiles()  # the first run compiles the kernels below (then cached): it says so
+
 
 def sample_crop_cpu(
     texture: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor, origins: list[tuple[int, int]], size: tuple[int, int]

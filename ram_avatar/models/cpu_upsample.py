@@ -16,6 +16,10 @@ import numba
 import numpy as np
 import torch
 
+from ram_avatar.notices import announce_kernel_compiles
+
+announce_kernel_compiles()  # the first run compiles the kernels below (then cached): it says so
+
 
 def add_upsampled_cpu(out: torch.Tensor, taps: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
     """``out[b, :, y, x] += sum_{k, l} rows[k, y] @ taps[b, :, :, l, k] @ cols[l, x]^T``, in place.

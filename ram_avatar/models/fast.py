@@ -334,6 +334,7 @@ class FastRamAvatar(nn.Module):
         self.attention_downsample = avatar.attention_downsample
         self.expand_distance = avatar.expand_distance
         self.uses_expanded, self.uses_previous = avatar.uses_expanded, avatar.uses_previous
+        self.colour_skip = getattr(avatar, "colour_skip", False)
         images = avatar.texture.images()
         textures = [collapse_pyramid(images)] if collapse_texture else [i.permute(0, 2, 3, 1) for i in images]
         self.textures = nn.ParameterList(nn.Parameter(t, requires_grad=False) for t in textures)
@@ -408,7 +409,15 @@ class FastRamAvatar(nn.Module):
                     )  # fmt: skip
             low = self.attention.low_res(pooled, expanded, previous)
         stem = self.stem(body, origins, low, maps, (H, W))
-        rgba = self.renderer.from_stem(stem, (H, W), rgba=True)
+        if not self.colour_skip:
+            rgba = self.renderer.from_stem(stem, (H, W), rgba=True)
+        else:  # the colour base is zero off the body: added box by box, then to_rgba's clamp
+            rgba = self.renderer.from_stem(stem, (H, W))
+            rgba[:, 3].add_(maps["mask"].to(rgba.dtype)).sub_(0.5)
+            h, w = body.shape[-2] - 3, body.shape[-1] - 3
+            for b, (y0, x0) in enumerate(origins):
+                rgba[b, :3, y0 : y0 + h, x0 : x0 + w] += body[b, :3, 1 : h + 1, 1 : w + 1]
+            rgba = rgba.add_(0.5).clamp_(0, 1)
         return {"rgb": rgba[:, :3], "alpha": rgba[:, 3:], "features": pooled}
 
     def body(self, maps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]], torch.Tensor]:

@@ -34,7 +34,15 @@ with world-aligned joint frames. So, per frame:
    where its BVH bone points, and the local rotations are ``Q_parent^T Q_j``. Using world
    rotations folds unmapped BVH joints (``LHipJoint``, extra spine joints) into the next mapped
    joint below them; unmapped SMPL-X joints keep the identity (they stay at rest).
-4. Root motion. The root's path is scaled by the reference leg length over the file's leg
+4. Reach. Bone directions alone do not put the hands and feet where the file has them when the
+   limbs' proportions differ: AnimatedDrawings' rig has a forearm 12 % longer than its upper
+   arm, SMPL-X one 10 % shorter, so a wave (upper arm below the horizontal, forearm up) lifted
+   the wrist half as high above the shoulder (2.9 cm instead of 6 cm). So each arm and leg is
+   then re-aimed by two-bone inverse kinematics: the wrist (ankle) goes where the file puts it
+   relative to the shoulder (hip), in units of the limb's length (upper + lower bone), with the
+   elbow (knee) in the file's bend plane; the hand's (foot's) world rotation is kept. Limbs in
+   the SMPL-X proportions come out unchanged.
+5. Root motion. The root's path is scaled by the reference leg length over the file's leg
    length (so centimetres, inches and metres all come out right and feet do not slide); the
    height is measured from standing straight: 0 when the legs are as extended as they ever get
    in the clip, positive in the air, negative crouching.
@@ -59,6 +67,12 @@ _INDEX = {name: i for i, name in enumerate(JOINT_NAMES)}
 # A bone turned further than this from SMPL-X's T-pose at rest (after its parent's correction)
 # comes from a rest pose that is not a bind pose, whose joint frames' twist is unknown.
 _FAR_FROM_REST = np.radians(60.0)
+# Two-bone limbs (root, middle, end) whose end is placed by inverse kinematics.
+LIMBS = tuple(
+    (f"{side}_{root}", f"{side}_{middle}", f"{side}_{end}")
+    for side in ("left", "right")
+    for root, middle, end in (("shoulder", "elbow", "wrist"), ("hip", "knee", "ankle"))
+)
 
 
 @dataclass
@@ -389,6 +403,52 @@ def _twisted(correction: torch.Tensor, bvh_bone: torch.Tensor) -> list[torch.Ten
     return [roma.rotvec_to_rotmat(axis * k) @ correction for k in range(4)]
 
 
+def _swings(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """The smallest rotations (T, 3, 3) taking directions src (T, 3) onto dst (T, 3); identity
+    where either is zero (callers never pass opposite directions)."""
+    axis = torch.linalg.cross(src, dst)
+    angle = torch.atan2(axis.norm(dim=-1, keepdim=True), (src * dst).sum(-1, keepdim=True))
+    return roma.rotvec_to_rotmat(axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12) * angle)
+
+
+def reach_like_the_file(
+    world: torch.Tensor, positions: torch.Tensor, rest: torch.Tensor, mapping: dict[str, int]
+) -> torch.Tensor:
+    """SMPL-X world rotations with each arm and leg re-aimed by two-bone inverse kinematics, so
+    that its end (wrist, ankle) sits where the BVH's does relative to the limb's root (shoulder,
+    hip), in units of the limb's length; the middle joint stays in the BVH's bend plane and the
+    end joint's rotation is kept (step 4 of the module docstring).
+
+    Args:
+        world: (T, 55, 3, 3) SMPL-X global rotations, every bone along its BVH bone.
+        positions: (T, N, 3) BVH joint positions; rest: (N, 3) BVH rest positions (SMPL-X axes).
+        mapping: SMPL-X joint name -> BVH joint index.
+    Returns:
+        (T, 55, 3, 3), a copy; limbs with an unmapped joint are left as they are.
+    """
+    smplx = torch.tensor(reference.REST_POSITIONS, dtype=world.dtype)
+    world = world.clone()
+    for limb in LIMBS:
+        if not all(j in mapping for j in limb):
+            continue
+        root, middle, end = (_INDEX[j] for j in limb)
+        b_root, b_middle, b_end = (mapping[j] for j in limb)
+        upper, lower = smplx[middle] - smplx[root], smplx[end] - smplx[middle]
+        u, f = upper.norm(), lower.norm()
+        file_length = (rest[b_middle] - rest[b_root]).norm() + (rest[b_end] - rest[b_middle]).norm()
+        reach = (positions[:, b_end] - positions[:, b_root]) * ((u + f) / file_length)  # (T, 3)
+        aim = reach / reach.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        distance = reach.norm(dim=-1, keepdim=True).clamp((u - f).abs() + 1e-9, u + f)
+        bent = positions[:, b_middle] - positions[:, b_root]
+        bend = bent - (bent * aim).sum(-1, keepdim=True) * aim  # towards the BVH's elbow / knee
+        bend = bend / bend.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        along = (u**2 - f**2 + distance**2) / (2 * distance)  # the middle joint, by the law of cosines
+        middle_at = along * aim + (u**2 - along**2).clamp_min(0).sqrt() * bend
+        world[:, root] = _swings(world[:, root] @ upper, middle_at) @ world[:, root]
+        world[:, middle] = _swings(world[:, middle] @ lower, distance * aim - middle_at) @ world[:, middle]
+    return world
+
+
 def retarget(
     bvh: Bvh, extra_names: dict[str, list[str]] | None = None
 ) -> tuple[SmplxPose, dict[str, str]]:
@@ -432,7 +492,7 @@ def retarget(
             correction = _closest_to_parent(world[PARENTS[j]], bvh_world, _twisted(correction, bvh_bone))
         corrections[j] = correction
         world.append(bvh_world @ correction)
-    world_t = torch.stack(world, 1)  # (T, 55, 3, 3)
+    world_t = reach_like_the_file(torch.stack(world, 1), positions, rest, mapping)  # (T, 55, 3, 3)
     parents = torch.tensor((0,) + PARENTS[1:])
     local = world_t[:, parents].transpose(-1, -2) @ world_t
     local[:, 0] = world_t[:, 0]
@@ -461,6 +521,16 @@ def _scale(rest: torch.Tensor, mapping: dict[str, int], where: str) -> float:
         return reference.TORSO_LENGTH / float((rest[mapping["head"]] - rest[mapping["pelvis"]]).norm())
     raise MotionFormatError(f"{where}: cannot find the skeleton's size (needs hip, knee and ankle "
                             "joints, or a head): add its joint names to the name table")  # fmt: skip
+
+
+def joint_positions(bvh: Bvh, extra_names: dict[str, list[str]] | None = None) -> torch.Tensor:
+    """The file's own forward kinematics (T, N, 3), float64, in SMPL-X axes and scaled to metres as
+    :func:`retarget` scales the root motion: what a retargeted motion is compared with."""
+    where = f"BVH file {bvh.path}"
+    mapping = map_joints(bvh, extra_names)
+    _, rest = forward_kinematics(bvh, rest=True)
+    A = _body_axes(rest[0], mapping, where)
+    return forward_kinematics(bvh)[1] @ A.T * _scale(rest[0] @ A.T, mapping, where)
 
 
 def load_bvh(

@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ram_avatar.mda import DEFAULT_STRENGTH
+
 
 def create_avatar(
     clip: str,
@@ -25,6 +27,7 @@ def create_avatar(
     decoder_steps: int = 2000,
     max_frames: int | None = None,
     name: str | None = None,
+    synthetic: bool = False,
     device: str | None = None,
     progress: bool = True,
     trainer_hook=None,
@@ -32,7 +35,8 @@ def create_avatar(
     """Clip -> whole avatar folder: track, train the network, train the MDA decoder (when a pose
     prior is given, default: the bundled example's, see :func:`default_prior`; ``mda=False``
     skips it), assemble. Intermediate results go to ``work`` (default ``OUT.work``) and are
-    reused by a rerun (tracking and training resume; finished stages are kept)."""
+    reused by a rerun (tracking and training resume; finished stages are kept). ``synthetic``: the
+    clip shows a rendered, synthetic person (the model cards say so; see ``from_training``)."""
     from ram_avatar.pipelines import RamAvatarPipeline
     from ram_avatar.tracking.pipeline import track
     from ram_avatar.training.train_avatar import TrainConfig, Trainer
@@ -61,7 +65,7 @@ def create_avatar(
         else:
             decoder = train_subject_decoder(subject, prior, decoder_dir, decoder_steps, progress=progress).model
     pipe = RamAvatarPipeline.from_training(subject, run / "avatar", decoder=decoder, prior=prior if decoder is not None else None,
-                                           name=name or out_path.name, device=device)  # fmt: skip
+                                           name=name or out_path.name, synthetic=synthetic, device=device)  # fmt: skip
     return pipe.save_pretrained(out_path)
 
 
@@ -76,7 +80,7 @@ def _create(args: argparse.Namespace) -> int:
     folder = create_avatar(
         args.clip, args.out, work=args.work, resolution=args.resolution, config=args.config, minutes=args.minutes,
         steps=args.steps, prior=args.prior, mda=not args.no_mda, decoder_steps=args.decoder_steps, max_frames=args.max_frames,
-        device=args.device,
+        synthetic=args.synthetic, device=args.device,
     )  # fmt: skip
     print(f"wrote the avatar {folder}; try: ram-avatar animate {folder} MOTION out.mp4")
     return 0
@@ -119,9 +123,9 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from ram_avatar.pipelines import RamAvatarPipeline
+    from ram_avatar.pipelines.folder import describe_avatar
 
-    info = RamAvatarPipeline.from_pretrained(args.avatar, device="cpu").describe()
+    info = describe_avatar(args.avatar)  # from the folder's files: no body template, no network loaded
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -132,9 +136,11 @@ def _info(args: argparse.Namespace) -> int:
     if info["source"]:
         print(f"  trained from {info['source'].get('video')} ({info['source'].get('frames')} frames)")
     if info["training"]:
-        held = info["training"].get("held_out") or {}
-        shown = ", ".join(f"{k} {v:.3g}" for k, v in held.items() if isinstance(v, (int, float)))
-        print(f"  training: {info['training'].get('config')}, {info['training'].get('steps')} steps; held-out {shown}")
+        held = {k: v for k, v in (info["training"].get("held_out") or {}).items() if isinstance(v, (int, float))}
+        whole = ", ".join(f"{k} {v:.3g}" for k, v in held.items() if not k.endswith("_masked"))
+        person = ", ".join(f"{k.removesuffix('_masked')} {v:.3g}" for k, v in held.items() if k.endswith("_masked"))
+        print(f"  training: {info['training'].get('config')}, {info['training'].get('steps')} steps; held-out frames: "
+              f"{whole or 'n/a'} (whole frame){f'; {person} (person only)' if person else ''}")  # fmt: skip
     return 0
 
 
@@ -151,6 +157,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--no-mda", action="store_true", help="make no MDA decoder")
     create.add_argument("--decoder-steps", type=int, default=2000, help="MDA decoder training steps (default 2000)")
     create.add_argument("--max-frames", type=int, default=None, help="track at most this many frames")
+    create.add_argument("--synthetic", action="store_true", help="the clip shows a rendered, synthetic person, not a real one (the model card says so)")
     create.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
     create.set_defaults(run=_create)
 
@@ -158,7 +165,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     animate.add_argument("avatar", help="avatar folder or Hub id")
     animate.add_argument("motion", help="BVH, AMASS / SMPL-X .npz / .json, a video (tracked), or a subject folder")
     animate.add_argument("out", help="output .mp4 (gets the clip's sound when the motion is a video with sound)")
-    animate.add_argument("--mda-strength", type=float, default=1.0, help="motion distribution align, 0 = off .. 1 = full (default 1)")
+    animate.add_argument("--mda-strength", type=float, default=DEFAULT_STRENGTH,
+                         help="motion distribution align, 0 = off .. 1 = full, on the frames far from the avatar's own poses (default %(default)g)")  # fmt: skip
     animate.add_argument("--overlay", action="store_true", help="also write OUT_template.mp4: the posed template over the avatar")
     animate.add_argument("--fps", type=float, default=None, help="render at this frame rate (default: the avatar's)")
     animate.add_argument("--max-frames", type=int, default=None, help="render at most this many frames")

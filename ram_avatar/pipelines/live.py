@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ram_avatar.mda import DEFAULT_STRENGTH
 from ram_avatar.pipelines.ram_avatar_pipeline import Driving, RamAvatarPipeline, RenderedFrame, _StreamState
 
 
@@ -23,7 +24,7 @@ class LiveSession:
         detect_size: frames are downscaled to this longer side for detection.
     """
 
-    def __init__(self, pipe: RamAvatarPipeline, mda_strength: float = 0.5, fit_iters: int = 25, detect_size: int = 384):
+    def __init__(self, pipe: RamAvatarPipeline, mda_strength: float = DEFAULT_STRENGTH, fit_iters: int = 25, detect_size: int = 384):
         from ram_avatar.tracking.detect import PersonDetector
 
         self.pipe, self.mda_strength, self.fit_iters, self.detect_size = pipe, mda_strength, fit_iters, detect_size

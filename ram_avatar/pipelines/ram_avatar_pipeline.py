@@ -27,7 +27,10 @@ uploads it; only JSON, safetensors and Markdown, nothing pickled):
      "template": {"name": "anny", "shape_space": "anny-phenotype-6", "shape": [6 floats]},
      "image_size": [256, 256], "fps": 30.0,
      "framing": {"focal": 400.0, "pelvis_uv": [0.5, 0.55], "pelvis_depth": 2.6},
-     "source": {"video": "clip.mp4", "frames": 120}}
+     "source": {"video": "clip.mp4", "frames": 120, "synthetic": false}}
+
+``source.synthetic``: the video showed a rendered, synthetic person (the model cards then say so
+rather than ask for the person's consent; absent: false).
 
 ``framing`` reproduces how the training crops saw the subject: a level front camera with focal
 length ``focal`` (pixels at ``image_size``) that follows the body on the ground plane, keeping the
@@ -41,10 +44,11 @@ import collections
 import itertools
 import json
 import os
+import shlex
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -56,20 +60,20 @@ import torch
 from ram_avatar.atomic import staged_folder
 from ram_avatar.body.layout import JOINT_NAMES, PARENTS, SmplxPose
 from ram_avatar.device import split_threads
+from ram_avatar.mda import DEFAULT_STRENGTH
+from ram_avatar.pipelines.folder import (  # the folder format (torch-free: `ram-avatar info`)
+    FACE_RIG, FORMAT, HUB_PATTERNS, MANIFEST, PARTS, VERSION, AvatarFormatError, avatar_folder, read_manifest,
+)  # fmt: skip
 from ram_avatar.render import Camera
 
-MANIFEST = "avatar.json"
-FORMAT = "ram-avatar-avatar"
-VERSION = 1
-FACE_RIG = "face_rig.safetensors"
-PARTS = {"avatar": "avatar", "decoder": "pose_decoder", "prior": "pose_prior"}
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.md"]  # what is downloaded and uploaded: never pickles
 CAMERA_R = ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, -1.0))  # world (+Y up) -> OpenCV camera, facing -Z
 HEAD = JOINT_NAMES.index("head")
-
-
-class AvatarFormatError(ValueError):
-    """An avatar folder is incomplete or malformed; the message says which file and what to do."""
+ProgressCallback = Callable[[str, int, int], None]
+"""``callback(stage, done, total)`` of :meth:`RamAvatarPipeline.stream` and ``__call__``, in order:
+``"motion"`` (0, 1) then (1, 1) around loading the motion (a clip is tracked then: the long part);
+``"mda"`` (frames aligned, T) after each chunk's Motion Distribution Align (avatars with MDA only);
+``"render"`` (frames rendered, T) as each frame comes out. MDA runs a chunk or two ahead of the
+frames that come out."""
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -300,9 +304,7 @@ class RamAvatarPipeline:
     ) -> RamAvatarPipeline:
         """Load an avatar folder (module docstring), or download one from the Hub (respects
         ``HF_HUB_OFFLINE``: offline, only what is in the local Hub cache is used)."""
-        folder = Path(folder_or_hub_id)
-        if not folder.is_dir():
-            folder = _download(str(folder_or_hub_id), revision, token)
+        folder = avatar_folder(folder_or_hub_id, revision, token)
         manifest = read_manifest(folder)
         from ram_avatar.models import RamAvatar
 
@@ -338,11 +340,14 @@ class RamAvatarPipeline:
         decoder: torch.nn.Module | str | os.PathLike | None = None,
         prior: torch.nn.Module | str | os.PathLike | None = None,
         name: str | None = None,
+        synthetic: bool = False,
         device: str | torch.device | None = None,
         body_model_path: str | None = None,
     ) -> RamAvatarPipeline:
         """Assemble a whole avatar from its subject dataset and trained parts (model, optional
-        MDA decoder + prior): the body shape, framing, fps and face rig come from the subject."""
+        MDA decoder + prior): the body shape, framing, fps and face rig come from the subject.
+        ``synthetic``: the video shows a rendered, synthetic person, not a real one (recorded in
+        ``source``; the model cards say so instead of asking for the person's consent)."""
         from ram_avatar.body import load_template
         from ram_avatar.data import load_subject
 
@@ -372,7 +377,7 @@ class RamAvatarPipeline:
         return cls(
             avatar, subject.template.name, shape, framing, subject.fps, subject.image_size, face_rig=face_rig,
             decoder=decoder, prior=prior, name=name or Path(subject_dir).name, template_info=info,
-            source={"video": subject.source_video, "frames": subject.num_frames}, avatar_files=extras,
+            source={"video": subject.source_video, "frames": subject.num_frames, "synthetic": synthetic}, avatar_files=extras,
             device=device, body_model_path=body_model_path,
         )  # fmt: skip
 
@@ -387,15 +392,18 @@ class RamAvatarPipeline:
 
     def save_pretrained(self, folder: str | os.PathLike, repo_id: str | None = None) -> Path:
         """Write the whole avatar folder (module docstring) atomically: built under a temporary
-        name beside ``folder`` and renamed into place (an existing folder is replaced)."""
+        name beside ``folder`` and renamed into place (an existing folder is replaced). The model
+        cards' snippets load the avatar from ``repo_id`` (when it will be pushed there), else from
+        ``folder`` as given."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
         with staged_folder(folder) as staging:
             net = staging / PARTS["avatar"]
             net.mkdir()
+            where = repo_id or folder.as_posix()  # where the cards' snippets load the avatar from
             for name, data in self.avatar_files.items():  # the card first: save_pretrained keeps it
-                (net / name).write_bytes(data)
+                (net / name).write_bytes(self.network_card(where).encode("utf-8") if name == "README.md" else data)
             _cpu_copy(self.avatar).save_pretrained(net)
             if self.decoder is not None:
                 _cpu_copy(self.decoder).save_pretrained(staging / PARTS["decoder"])
@@ -403,7 +411,7 @@ class RamAvatarPipeline:
             if self.face_rig is not None:
                 save_file({"face_landmarks": self.face_rig.contiguous()}, staging / FACE_RIG)
             (staging / MANIFEST).write_text(json.dumps(self.manifest(), indent=2) + "\n", encoding="utf-8")
-            (staging / "README.md").write_text(self.model_card(repo_id), encoding="utf-8")
+            (staging / "README.md").write_text(self.model_card(where), encoding="utf-8")
         return folder
 
     def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None, commit_message: str = "Upload ram-avatar avatar"):
@@ -418,28 +426,53 @@ class RamAvatarPipeline:
             return api.upload_folder(repo_id=repo.repo_id, folder_path=str(folder), repo_type="model",
                                      allow_patterns=HUB_PATTERNS, commit_message=commit_message)  # fmt: skip
 
-    def model_card(self, repo_id: str | None = None) -> str:
-        """The folder's README.md: how to drive it, then the network's own card (when known)."""
-        card = self.avatar_files.get("README.md", b"").decode("utf-8")
-        header, body = "", card
-        if card.startswith("---"):
-            end = card.find("\n---", 3)
-            header, body = card[: end + 4] + "\n", card[end + 4 :]
-        else:
-            header = "---\nlibrary_name: ram-avatar\ntags:\n- ram-avatar\n- avatar\n- full-body\nlicense: other\n---\n"
-        where = repo_id or self.name
-        usage = (
-            f"\n## Drive this avatar\n\nThis repository is a whole ram-avatar avatar folder (network in `avatar/`, "
-            f"body and framing in `avatar.json`{', Motion Distribution Align in `pose_decoder/` + `pose_prior/`' if self.has_mda else ''}).\n\n"
-            f"```bash\nram-avatar animate {where} motion.bvh out.mp4\n```\n\n```python\n"
-            f"from ram_avatar.pipelines import RamAvatarPipeline\n\npipe = RamAvatarPipeline.from_pretrained(\"{where}\")\n"
-            f"pipe(\"motion.bvh\", out=\"out.mp4\", mda_strength=0.5)\n```\n"
+    def model_card(self, where: str) -> str:
+        """The folder's README.md, for the folder or Hub repo ``where`` (its snippets load from
+        there): the avatar's name as title, what the folder holds, consent (the synthetic-subject
+        variant when ``source["synthetic"]``), how to drive it, then the network card's facts
+        (training data, training, held-out metrics, intended use)."""
+        from ram_avatar.training.card import CONSENT, CONSENT_HEADING, USE_HEADING, rebuild_card
+
+        parts = ["the network (`avatar/`)", "its body and framing (`avatar.json`)"]
+        if self.has_mda:
+            parts.append("Motion Distribution Align (`pose_decoder/` + `pose_prior/`)")
+        if self.face_rig is not None:
+            parts.append("a face rig (`face_rig.safetensors`)")
+        intro = (
+            "A whole **ram-avatar** avatar (RAM-Avatar, CVPR 2024), driven in real time by any body, hand and face motion: "
+            f"a BVH, AMASS or SMPL-X file, or a video of someone moving. It holds {', '.join(parts[:-1])} and {parts[-1]}: "
+            "only JSON, safetensors and Markdown."
         )  # fmt: skip
-        if body.strip():
-            lines = body.lstrip("\n").split("\n", 1)
-            if lines[0].startswith("# "):
-                return header + lines[0] + "\n" + usage + (lines[1] if len(lines) > 1 else "")
-        return header + f"# ram-avatar: {self.name}\n" + usage + body
+        usage = (
+            f"```bash\nram-avatar animate {shlex.quote(where)} MOTION out.mp4   # MOTION: a BVH, AMASS / SMPL-X .npz / .json file, or a video\n```\n\n"
+            "```python\nfrom ram_avatar.demo import wave_motion\nfrom ram_avatar.motion import Motion\n"
+            "from ram_avatar.pipelines import RamAvatarPipeline\n\n"
+            f"pipe = RamAvatarPipeline.from_pretrained({json.dumps(where)})\n"
+            'motion = Motion(wave_motion(30), fps=30.0, name="wave", source="ram_avatar.demo")   # or a motion file or video, as above\n'
+            'result = pipe(motion, out="wave.mp4")   # pipe.stream(motion) yields the frames as they render\n```'
+        )  # fmt: skip
+        card = self.avatar_files.get("README.md", b"").decode("utf-8")
+        return rebuild_card(card, self.name, intro, {CONSENT_HEADING: CONSENT[self.synthetic], USE_HEADING: usage})
+
+    def network_card(self, where: str) -> str:
+        """The network's own card (``avatar/README.md``, when it came with one) inside the folder or
+        Hub repo ``where``: its training facts kept; its title, consent and usage those of this
+        avatar, through which the network gets its body and camera."""
+        from ram_avatar.training.card import CONSENT, CONSENT_HEADING, INTRO, USE_HEADING, rebuild_card
+
+        usage = (
+            f"This network renders the avatar `{where}`, which gives it its body shape and camera (the avatar's README.md "
+            "shows how to drive it). Load it with the avatar:\n\n```python\nfrom ram_avatar.pipelines import RamAvatarPipeline\n\n"
+            f"pipe = RamAvatarPipeline.from_pretrained({json.dumps(where)})\n"
+            "avatar = pipe.avatar   # this network; pipe.template, pipe.shape and pipe.framing: its body and framing\n```"
+        )  # fmt: skip
+        card = self.avatar_files["README.md"].decode("utf-8")
+        return rebuild_card(card, f"{self.name}: the network", INTRO, {CONSENT_HEADING: CONSENT[self.synthetic], USE_HEADING: usage})
+
+    @property
+    def synthetic(self) -> bool:
+        """The avatar was made from a video of a rendered, synthetic person (``source["synthetic"]``)."""
+        return bool(self.source.get("synthetic", False))
 
     def describe(self) -> dict[str, Any]:
         """What ``ram-avatar info`` prints: the manifest, the network's size and config, MDA parts."""
@@ -505,6 +538,17 @@ class RamAvatarPipeline:
             )  # fmt: skip
         return driving
 
+    def _load_reported(
+        self, motion: Any, fps: float | None, max_frames: int | None, progress: bool, callback: ProgressCallback | None
+    ) -> Driving:
+        """:meth:`load_driving`, reported to ``callback`` as stage ``"motion"``."""
+        if callback is not None:
+            callback("motion", 0, 1)
+        driving = self.load_driving(motion, fps, max_frames, progress)
+        if callback is not None:
+            callback("motion", 1, 1)
+        return driving
+
     def _rest_for(self, subject) -> torch.Tensor:
         """Rest joints (55, 3) of a tracked driving subject's own body (its face mesh hangs off them)."""
         if subject.template.name != self.template_name:
@@ -531,7 +575,7 @@ class RamAvatarPipeline:
     def stream(
         self,
         motion: Any,
-        mda_strength: float = 1.0,
+        mda_strength: float = DEFAULT_STRENGTH,
         *,
         fps: float | None = None,
         overlay: bool = False,
@@ -540,12 +584,14 @@ class RamAvatarPipeline:
         max_frames: int | None = None,
         progress: bool = True,
         mda_log: dict[str, list] | None = None,
+        callback: ProgressCallback | None = None,
     ) -> Iterator[RenderedFrame]:
         """Render ``motion`` frame by frame (see :meth:`load_driving` for what it may be).
 
         Frames come out in order as soon as their chunk of ``chunk`` frames is rendered; memory
         does not grow with the motion's length. ``mda_strength`` 0..1 (ignored without MDA).
         ``mda_log``, if given, collects the per-frame ``ood_before`` / ``ood_after`` / ``change_deg``.
+        ``callback``, if given, hears of each stage's progress (see :data:`ProgressCallback`).
 
         Each chunk is prepared in one batch (MDA, posing, rasterizing), then rendered in one
         batch: a frame's temporal features are its predecessor's pooled texture features, which
@@ -558,7 +604,10 @@ class RamAvatarPipeline:
 
         if not 0.0 <= mda_strength <= 1.0:
             raise ValueError(f"mda_strength must be within [0, 1] (0 = off, 1 = full), got {mda_strength}")
-        driving = motion if isinstance(motion, Driving) and fps is None and max_frames is None else self.load_driving(motion, fps, max_frames, progress)
+        if isinstance(motion, Driving) and fps is None and max_frames is None:
+            driving = motion
+        else:
+            driving = self._load_reported(motion, fps, max_frames, progress, callback)
         state = _StreamState(self, driving)
         T = driving.pose.batch_size
         renderer = self.renderer
@@ -575,6 +624,8 @@ class RamAvatarPipeline:
                     if mda_log is not None:
                         for key, values in mda.items():
                             mda_log.setdefault(key, []).extend(values)
+                    if callback is not None and mda:
+                        callback("mda", frames.stop, T)
                     if pool is None:
                         prepared = self._prepare_chunk(driving, frames, pose, mda, overlay, state)
                         rendered, state.features = self._draw_chunk(prepared, renderer, background, state.features)
@@ -588,6 +639,8 @@ class RamAvatarPipeline:
                         done = pending.popleft()
                         for frame in done if pool is None else done.result():
                             bar.update(1)
+                            if callback is not None:
+                                callback("render", frame.index + 1, T)
                             yield frame
             finally:
                 if pool is not None:
@@ -701,7 +754,7 @@ class RamAvatarPipeline:
     def __call__(
         self,
         motion: Any,
-        mda_strength: float = 1.0,
+        mda_strength: float = DEFAULT_STRENGTH,
         *,
         out: str | os.PathLike | None = None,
         overlay: bool = False,
@@ -711,18 +764,19 @@ class RamAvatarPipeline:
         max_frames: int | None = None,
         audio: bool = True,
         progress: bool = True,
+        callback: ProgressCallback | None = None,
     ) -> AnimationResult:
         """Render ``motion`` (see :meth:`load_driving`) with MDA at ``mda_strength`` (0..1).
 
         With ``out`` (an .mp4 path) frames are encoded as they render (with the clip's sound when
         the motion is a video that has some and ``audio``); without, they are returned in
         ``frames``. ``overlay``: also the posed template drawn half-transparent over the avatar
-        (to ``overlay_out``, or ``template_frames``).
+        (to ``overlay_out``, or ``template_frames``). ``callback``: as for :meth:`stream`.
         """
         from ram_avatar.pipelines.video import VideoWriter
 
         start = time.perf_counter()
-        driving = self.load_driving(motion, fps, max_frames, progress)
+        driving = self._load_reported(motion, fps, max_frames, progress, callback)
         writer = over_writer = None
         threads = 1 if self.device.type == "cpu" else None  # the encoder shares the CPU with rendering
         if out is not None:
@@ -733,7 +787,8 @@ class RamAvatarPipeline:
         self.template, self.renderer  # loaded before the clock starts: render_fps is rendering only
         try:
             tick = time.perf_counter()
-            for frame in self.stream(driving, mda_strength, overlay=overlay, background=background, progress=progress, mda_log=log):
+            for frame in self.stream(driving, mda_strength, overlay=overlay, background=background, progress=progress, mda_log=log,
+                                     callback=callback):  # fmt: skip
                 (writer.write if writer else images.append)(frame.image)
                 if overlay:
                     (over_writer.write if over_writer else overlays.append)(frame.template)
@@ -843,44 +898,6 @@ def subject_framing(subject, template, shape: torch.Tensor) -> tuple[Framing, to
         if seen.any():
             face_rig = local[seen].median(0).values.float().cpu()
     return framing, face_rig
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """``avatar.json`` of an avatar folder, checked; errors name the file and what to do."""
-    path = folder / MANIFEST
-    if not path.is_file():
-        hint = (" (it looks like a bare avatar network from `ram-avatar train`: assemble a whole avatar with `ram-avatar create`"
-                " or RamAvatarPipeline.from_training)") if (folder / "config.json").is_file() else ""  # fmt: skip
-        raise AvatarFormatError(f"{folder} is not a ram-avatar avatar folder: {MANIFEST} is missing{hint}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise AvatarFormatError(f"{path} is not valid JSON ({error}); re-save the avatar") from None
-    if manifest.get("format") != FORMAT:
-        raise AvatarFormatError(f"{path}: 'format' must be {FORMAT!r}, got {manifest.get('format')!r}")
-    if manifest.get("version", 0) > VERSION:
-        raise AvatarFormatError(f"{path} is format version {manifest['version']}; this ram-avatar reads up to {VERSION}: upgrade ram-avatar")
-    for key in ("template", "image_size", "fps", "framing"):
-        if key not in manifest:
-            raise AvatarFormatError(f"{path} has no {key!r}; re-save the avatar with RamAvatarPipeline.save_pretrained")
-    if not (folder / PARTS["avatar"] / "config.json").is_file():
-        raise AvatarFormatError(f"{folder} has no {PARTS['avatar']}/config.json: the avatar network is missing")
-    return manifest
-
-
-def _download(repo_id: str, revision: str | None, token: str | None) -> Path:
-    """Snapshot of a Hub avatar repo (JSON, safetensors, Markdown only) in the Hub cache."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
-        raise FileNotFoundError(f"{repo_id} is neither an avatar folder here nor a Hub id (owner/name)")
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, token=token, allow_patterns=HUB_PATTERNS))
-    except LocalEntryNotFoundError as error:
-        raise FileNotFoundError(f"{repo_id} is not in the local Hub cache and the Hub cannot be reached (offline?): {error}") from None
-    except (HfHubHTTPError, OSError, ValueError) as error:
-        raise FileNotFoundError(f"could not load the avatar {repo_id} from the Hub: {error}") from None
 
 
 def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:

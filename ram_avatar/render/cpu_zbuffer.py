@@ -18,6 +18,10 @@ import numba
 import numpy as np
 import torch
 
+from ram_avatar.notices import announce_kernel_compiles
+
+announce_kernel_compiles()  # the first run compiles the kernels below (then cached): it says so
+
 SUBPIXEL = 256  # fixed-point units per pixel (the rasterizer's SUBPIXEL_BITS = 8)
 
 

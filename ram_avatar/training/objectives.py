@@ -1,8 +1,9 @@
 """The training objectives of paper section 3.4: compositing, hand crops, the GAN terms.
 
 The generator predicts the person's colour and alpha; both the prediction and the ground truth
-are composited onto the same fixed background, so the losses and the metrics never depend on the
-video's real background (which the avatar cannot know when driven elsewhere).
+are composited onto the same background (a random colour per item in training, a fixed one for
+metrics), so the losses and the metrics never depend on the video's real background (which the
+avatar cannot know when driven elsewhere).
 
 GAN: the non-saturating logistic loss (StyleGAN2 / StyleAvatar), with per-item weights so that
 triplets whose neighbours are missing or held out contribute nothing:
@@ -16,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 
-def composite(rgb: torch.Tensor, alpha: torch.Tensor, background: float) -> torch.Tensor:
-    """(B, 3, H, W) colour over a constant ``background`` through (B, 1, H, W) alpha in [0, 1]."""
+def composite(rgb: torch.Tensor, alpha: torch.Tensor, background: float | torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) colour over ``background`` (a constant, or colours (B, 3, 1, 1)) through
+    (B, 1, H, W) alpha in [0, 1]."""
     return rgb * alpha + background * (1 - alpha)
 
 
@@ -78,3 +80,17 @@ def crop(images: torch.Tensor, boxes: torch.Tensor, out_size: int) -> torch.Tens
     grid = torch.stack(torch.broadcast_tensors(xs[..., None, :], ys[..., :, None]), -1)  # (B, K, S, S, 2)
     repeated = images[:, None].expand(B, K, C, H, W).reshape(B * K, C, H, W)
     return F.grid_sample(repeated, grid.reshape(B * K, out_size, out_size, 2), align_corners=False)
+
+
+def person_windows(mask: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, 1, 4) square windows (x0, y0, x1, y1) of ``side`` pixels, inside the frame, each
+    centred on a random pixel of its item's person ``mask`` (B, 1, H, W) (> 0.5; the frame's
+    centre when there is none), with whole-pixel corners so that :func:`crop` copies pixels."""
+    B, _, H, W = mask.shape
+    person = mask[:, 0].flatten(1) > 0.5  # (B, H * W)
+    weights = torch.where(person.any(1, keepdim=True), person.float(), torch.ones_like(person, dtype=torch.float))
+    centre = torch.multinomial(weights, 1)[:, 0]  # (B,) flat pixel index
+    y, x = centre // W, centre % W
+    x0 = (x - side // 2).clamp(0, W - side)
+    y0 = (y - side // 2).clamp(0, H - side)
+    return torch.stack([x0, y0, x0 + side, y0 + side], -1)[:, None].to(mask.dtype)

@@ -5,11 +5,14 @@
     ram-avatar train SUBJECT_DIR OUT_DIR ...                                        # the same
 
 Each step: the generator renders the centre frame of a (t-1, t, t+1) triplet (RGB + alpha,
-composited on a fixed background like the ground truth); the temporal discriminator takes a step
+composited on a random colour per item, the same as the ground truth's); the temporal discriminator takes a step
 on real (three GT frames) against fake (GT_{t-1}, prediction, GT_{t+1}) triplets; then the
 generator takes a step on L1 + alpha + VGG16 perceptual + hand-crop perceptual + GAN terms.
-Adam, warm-up + cosine learning-rate schedule (stepped every step), gradient clipping, an EMA of
-the generator that is what gets evaluated and saved.
+Adam, warm-up + cosine learning-rate schedule (stepped every step; with a time limit the cosine
+runs over whichever of the steps or the minutes ends first), gradient clipping, an EMA of the
+generator that is what gets evaluated and saved. A ``colour_skip`` model starts from the
+subject's colours unprojected onto its texture (``ram_avatar.training.unproject``), training
+frames only.
 
 OUT_DIR receives: ``train_config.json``, ``checkpoints/last`` and ``checkpoints/best`` (Accelerate
 state + ``ema.safetensors`` + ``trainer_state.json``, each written under a temporary name and
@@ -69,11 +72,21 @@ class TrainConfig:
     perceptual: float = 1.0
     hand_perceptual: float = 1.0
     gan: float = 0.01
-    perceptual_size: int | None = None  # resize to this side for VGG (None: full frame)
+    # VGG16 costs most of a CPU step at full size (256^2: ~3x the rest): it sees the frames resized
+    # to this side (None: full size) ...
+    perceptual_size: int | None = 128
+    # ... or, when set, a window of this side around a random person pixel at full resolution (the
+    # same cost at 128; after 300 steps on pose2sim, 0.004 LPIPS behind the resized frames).
+    perceptual_crop: int | None = None
     hand_crop_size: int = 64
     discriminator_channels: int = 32
     discriminator_layers: int = 3
-    background: float = 0.0  # the fixed background colour both prediction and GT are put on
+    background: float = 0.0  # the background of evaluation and previews (and of training without random_background)
+    # Training composites each item on a random colour: with one fixed colour, alpha and colour
+    # are not both determined (a dark person on black fits with any alpha), and the avatar shows
+    # as a pale ghost on any other background.
+    random_background: bool = True
+    init_colours: bool = True  # colour_skip models: texture colours start from the training frames
     held_out_every: int = 10  # SubjectDataset.split: every k-th frame is held out
     eval_every: int = 500
     checkpoint_every: int = 500
@@ -113,11 +126,12 @@ def build_generator(config: TrainConfig) -> torch.nn.Module:
     return BaselineUNet(**{k: v for k, v in values.items() if k in accepted})
 
 
-def lr_factor(step: int, warmup: int, total: int, final_ratio: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then a cosine from 1 to ``final_ratio`` at ``total``."""
+def lr_factor(step: int, warmup: int, total: int, final_ratio: float, time_progress: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine from 1 to ``final_ratio`` at ``total``
+    steps, or at ``time_progress`` 1 (the fraction of a time budget spent) if that comes first."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    progress = min(max((step - warmup) / max(total - warmup, 1), time_progress), 1.0)
     return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -130,6 +144,19 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
     torch._foreach_lerp_(ema_params, params, 1 - d)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
+
+
+@torch.no_grad()
+def init_colours(generator: torch.nn.Module, subject, template, frames: list[int]) -> None:  # noqa: ANN001
+    """Set a ``colour_skip`` generator's texture colour channels to ``frames``' colours (RGB - 0.5
+    in the finest level, zero in the coarser ones, whose sum is what is sampled)."""
+    from ram_avatar.training.unproject import subject_colours
+
+    levels = generator.texture.levels
+    colour = subject_colours(subject, template, frames, levels[0].shape[1]).to(levels[0])
+    levels[0][0, ..., :3] = colour.permute(1, 2, 0) - 0.5
+    for level in levels[1:]:
+        level[0, ..., :3] = 0
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -159,8 +186,18 @@ def _write_json(path: Path, data: Any) -> None:
 # --- one step -----------------------------------------------------------------------------------
 
 
+def background_colours(batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """(B, 3, 1, 1) random training background colours, a pure function of (seed, step) like the
+    batches (``StepBatchSampler``), so that a resumed run draws the same ones."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step + 7919)
+    return torch.rand(batch_size, 3, 1, 1, generator=generator)
+
+
 def train_step(batch: dict, parts: dict, config: TrainConfig, accelerator) -> dict[str, float]:  # noqa: ANN001
-    """One discriminator step then one generator step; returns the losses as floats."""
+    """One discriminator step then one generator step; returns the losses as floats.
+
+    Prediction and ground truth are composited on ``batch["background"]`` (B, 3, 1, 1) when
+    given (the run's random colours), else on ``config.background``."""
     from ram_avatar.models import triplet
     from ram_avatar.training.objectives import (
         composite,
@@ -168,10 +205,11 @@ def train_step(batch: dict, parts: dict, config: TrainConfig, accelerator) -> di
         discriminator_loss,
         generator_gan_loss,
         hand_boxes,
+        person_windows,
     )  # fmt: skip
 
     generator, discriminator = parts["generator"], parts["discriminator"]
-    bg = config.background
+    bg = batch.get("background", config.background)  # (B, 3, 1, 1) per triplet, see background_colours
     gt = composite(batch["image"], batch["mask"], bg)
     previous = composite(batch["previous"], batch["previous_mask"], bg)
     following = composite(batch["following"], batch["following_mask"], bg)
@@ -199,9 +237,13 @@ def train_step(batch: dict, parts: dict, config: TrainConfig, accelerator) -> di
     terms = {"l1": F.l1_loss(pred, gt), "alpha": F.l1_loss(out["alpha"], batch["mask"])}
     perceptual = parts["perceptual"]
     if perceptual is not None:
-        size = config.perceptual_size
-        small = (lambda x: F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)) if size else (lambda x: x)  # noqa: E731
-        terms["perceptual"] = perceptual(small(pred), small(gt))
+        if config.perceptual_crop and config.perceptual_crop < min(gt.shape[-2:]):
+            boxes = person_windows(batch["mask"], config.perceptual_crop)
+            terms["perceptual"] = perceptual(crop(pred, boxes, config.perceptual_crop), crop(gt, boxes, config.perceptual_crop))
+        else:
+            size = config.perceptual_size
+            small = (lambda x: F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)) if size else (lambda x: x)  # noqa: E731
+            terms["perceptual"] = perceptual(small(pred), small(gt))
         if config.hand_perceptual > 0:
             boxes, valid = hand_boxes(batch["maps"]["hand_keypoints"], tuple(gt.shape[-2:]))
             if valid.any():
@@ -246,15 +288,18 @@ def render_dataset(model: torch.nn.Module, dataset, device: torch.device, backgr
 
 
 def held_out_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> dict[str, float | None]:
-    """PSNR / SSIM / LPIPS (alex) of the composited frames, and PSNR over the person pixels only.
+    """PSNR / SSIM / LPIPS (alex) of the whole composited frames, and the same over the person
+    only (``*_masked``: ``ram_avatar.metrics`` with the GT mask; whole frames are mostly empty
+    background, which flatters a blurry avatar).
 
     LPIPS is None (with a printed reason, once) when its weights are not installed.
     """
     from ram_avatar import metrics
 
-    results = metrics.evaluate(pred, gt, metrics=("psnr", "ssim", "lpips_alex"))
-    values = {name: result.value for name, result in results.items()}
-    values["psnr_masked"] = float(metrics.psnr(pred, gt, mask).mean())
+    names = ("psnr", "ssim", "lpips_alex")
+    values = {name: result.value for name, result in metrics.evaluate(pred, gt, metrics=names).items()}
+    person = metrics.evaluate(pred, gt, mask, metrics=names)
+    values.update({f"{name}_masked": result.value for name, result in person.items()})
     return values
 
 
@@ -336,6 +381,8 @@ class Trainer:
             )
         generator = build_generator(self.config).to(device)
         template = load_template(self.subject.template.name, device=device, model_path=body_model_path)
+        if not resume and self.config.init_colours and getattr(generator, "colour_skip", False):
+            init_colours(generator, self.subject, template, self.train_frames)
         with accelerator.main_process_first():  # one process rasterizes, the others reuse the cache
             cache = build_map_cache(
                 self.subject, template, cache_dir or self.out / "cache",
@@ -351,7 +398,7 @@ class Trainer:
         c = self.config
         opt_g = torch.optim.Adam(generator.parameters(), lr=c.lr, betas=c.betas)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=c.lr_discriminator, betas=c.betas)
-        schedule = lambda step: lr_factor(step, c.warmup_steps, c.steps, c.final_lr_ratio)  # noqa: E731
+        schedule = lambda step: lr_factor(step, c.warmup_steps, c.steps, c.final_lr_ratio, self.time_progress())  # noqa: E731
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)
         sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)
         generator, discriminator, opt_g, opt_d, sched_g, sched_d = accelerator.prepare(
@@ -377,6 +424,14 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             _write_json(self.out / CONFIG_FILE, self.config.to_dict())
         accelerator.init_trackers("logs", config={k: str(v) for k, v in self.config.to_dict().items()})
+
+    def time_progress(self) -> float:
+        """The fraction of this call's time budget spent (0 without ``minutes`` or before ``run``)."""
+        clock = getattr(self, "_clock", None)
+        if clock is None:
+            return 0.0
+        start, deadline = clock
+        return min((time.monotonic() - start) / max(deadline - start, 1e-9), 1.0)
 
     def _settle_config(self, config: TrainConfig, resume: bool) -> TrainConfig:
         """On resume the saved config rules (only ``steps`` may change); a new run needs a fresh OUT_DIR."""
@@ -465,12 +520,17 @@ class Trainer:
         until_step = c.steps if until_step is None else min(until_step, c.steps)
         start, started_at = time.monotonic(), state["step"]
         deadline = None if self.minutes is None else start + 60 * self.minutes
+        self._clock = None if deadline is None else (start, deadline)  # the LR schedule's time axis
         bar = tqdm(total=until_step, initial=state["step"], desc="train", disable=not (self.progress and accelerator.is_main_process))
         batches = iter(self.loader)
         for model in (self.parts["generator"], self.parts["discriminator"]):
             model.train()
         while state["step"] < until_step and (deadline is None or time.monotonic() < deadline):
-            logs = train_step(to_device(next(batches), accelerator.device), self.parts, c, accelerator)
+            batch = next(batches)
+            if c.random_background:  # one colour per triplet: the discriminator sees consistent frames
+                seed = c.seed * 1000 + accelerator.process_index
+                batch["background"] = background_colours(len(batch["index"]), seed, state["step"])
+            logs = train_step(to_device(batch, accelerator.device), self.parts, c, accelerator)
             update_ema(self.ema, accelerator.unwrap_model(self.parts["generator"]), c.ema_decay, state["step"])
             state["step"] += 1
             state["last_losses"] = logs
