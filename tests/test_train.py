@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pipeline_fixture
 import pytest
@@ -195,6 +196,8 @@ def test_run_writes_checkpoints_preview_metrics_and_card(trained):
     held = metrics["held_out"]
     assert f"| PSNR (dB, higher is better) | {held['psnr']:.4g} | {held['psnr_masked']:.4g} |" in card and "rt-256" in card
     assert not list((trained / "avatar").glob("*.bin")) and not list((trained / "avatar").glob("*.pt*"))
+    preview = iio.imread(trained / "avatar" / "preview.png")  # held-out frames: GT | avatar, on white
+    assert preview.shape == (SIZE, 2 * 3 * SIZE, 3) and (preview[0, 0] == 255).all()
 
 
 def _render(model, subject_dir: Path, trained: Path) -> torch.Tensor:  # noqa: ANN001
@@ -267,7 +270,7 @@ def test_push_uploads_weights_config_and_card_only(trained, monkeypatch):
     assert calls["create"] == ("someone/wave-avatar", {"private": True, "exist_ok": True, "repo_type": "model"})
     repo_id, uploaded = calls["upload"]
     assert repo_id == "someone/wave-avatar"
-    assert uploaded == ["README.md", "config.json", "metrics.json", "model.safetensors"]
+    assert uploaded == ["README.md", "config.json", "metrics.json", "model.safetensors", "preview.png"]
 
 
 def test_cli_train_runs_and_reports(subject_dir, tmp_path, capsys):

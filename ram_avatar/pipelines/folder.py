@@ -18,7 +18,7 @@ FORMAT = "ram-avatar-avatar"
 VERSION = 1
 FACE_RIG = "face_rig.safetensors"
 PARTS = {"avatar": "avatar", "decoder": "pose_decoder", "prior": "pose_prior"}
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.md"]  # what is downloaded and uploaded: never pickles
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.md", "*.png"]  # what is downloaded and uploaded: never pickles
 NETWORK = "RamAvatar"  # the class RamAvatarPipeline.from_pretrained loads avatar/ as
 
 

@@ -64,6 +64,10 @@ from ram_avatar.mda import DEFAULT_STRENGTH
 from ram_avatar.pipelines.folder import (  # the folder format (torch-free: `ram-avatar info`)
     FACE_RIG, FORMAT, HUB_PATTERNS, MANIFEST, PARTS, VERSION, AvatarFormatError, avatar_folder, read_manifest,
 )  # fmt: skip
+
+# Files kept with the network (``avatar/``) besides its weights: card, training metrics, picture.
+AVATAR_EXTRAS = ("README.md", "metrics.json", "preview.png")
+PREVIEW_CAPTION = "Held-out frames, never trained on: ground truth | avatar, on white"
 from ram_avatar.render import Camera
 
 CAMERA_R = ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, -1.0))  # world (+Y up) -> OpenCV camera, facing -Z
@@ -321,7 +325,7 @@ class RamAvatarPipeline:
             from safetensors.torch import load_file
 
             face_rig = load_file(folder / FACE_RIG)["face_landmarks"]
-        extras = {n: (folder / PARTS["avatar"] / n).read_bytes() for n in ("README.md", "metrics.json") if (folder / PARTS["avatar"] / n).is_file()}
+        extras = {n: (folder / PARTS["avatar"] / n).read_bytes() for n in AVATAR_EXTRAS if (folder / PARTS["avatar"] / n).is_file()}
         framing = manifest["framing"]
         return cls(
             avatar, manifest["template"]["name"], torch.tensor(manifest["template"]["shape"]),
@@ -359,7 +363,7 @@ class RamAvatarPipeline:
             folder = Path(avatar)
             if not (folder / "config.json").is_file():
                 raise FileNotFoundError(f"{folder} is not a trained avatar network (no config.json); train one with `ram-avatar train`")
-            extras = {n: (folder / n).read_bytes() for n in ("README.md", "metrics.json") if (folder / n).is_file()}
+            extras = {n: (folder / n).read_bytes() for n in AVATAR_EXTRAS if (folder / n).is_file()}
             avatar = RamAvatar.from_pretrained(str(folder))
         if decoder is not None and not isinstance(decoder, torch.nn.Module):
             from ram_avatar.mda.train import load_decoder
@@ -451,6 +455,8 @@ class RamAvatarPipeline:
             'motion = Motion(wave_motion(30), fps=30.0, name="wave", source="ram_avatar.demo")   # or a motion file or video, as above\n'
             'result = pipe(motion, out="wave.mp4")   # pipe.stream(motion) yields the frames as they render\n```'
         )  # fmt: skip
+        if "preview.png" in self.avatar_files:
+            intro += f"\n\n![{PREVIEW_CAPTION}](avatar/preview.png)\n\n*{PREVIEW_CAPTION}.*"
         card = self.avatar_files.get("README.md", b"").decode("utf-8")
         return rebuild_card(card, self.name, intro, {CONSENT_HEADING: CONSENT[self.synthetic], USE_HEADING: usage})
 

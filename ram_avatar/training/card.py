@@ -14,12 +14,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ram_avatar.atomic import staged_folder
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "avatar.md"
-UPLOAD_PATTERNS = ["*.safetensors", "*.json", "README.md"]  # weights, config, card: never pickles
+UPLOAD_PATTERNS = ["*.safetensors", "*.json", "README.md", "preview.png"]  # weights, config, card, picture: never pickles
 
 
 INTRO = """A **ram-avatar** network (RAM-Avatar, CVPR 2024): a real-time, full-body controllable avatar
@@ -152,17 +153,23 @@ def avatar_card(  # noqa: ANN201
 
 
 def save_avatar(
-    model: torch.nn.Module, folder: str | os.PathLike, subject, config, metrics: dict[str, Any], repo_id: str | None = None  # noqa: ANN001
+    model: torch.nn.Module, folder: str | os.PathLike, subject, config, metrics: dict[str, Any], repo_id: str | None = None,  # noqa: ANN001
+    preview: np.ndarray | None = None,
 ) -> Path:
     """``model.save_pretrained(folder)`` (config.json + model.safetensors) plus README.md (the card,
     whose usage names ``repo_id`` when it will be pushed there, else ``folder``) and metrics.json,
-    written in a staging folder and renamed into place."""
+    written in a staging folder and renamed into place; ``preview`` (H, W, 3) uint8, when given,
+    goes in as preview.png (held-out frames: ground truth | avatar, on white)."""
     folder = Path(folder)
     with staged_folder(folder) as staging:
         # The card first: save_pretrained keeps an existing README.md instead of its generic one.
         avatar_card(model, subject, config, metrics, repo_id or folder.as_posix()).save(staging / "README.md")
         model.save_pretrained(staging)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        if preview is not None:
+            import imageio.v3 as iio
+
+            iio.imwrite(staging / "preview.png", preview, plugin="pillow")
     return folder
 
 

@@ -569,6 +569,15 @@ class Trainer:
             self._save_checkpoint(is_best)
         return values
 
+    def _white_preview(self, count: int = 4) -> np.ndarray:
+        """(H, 2 * count * W, 3) uint8: ``count`` held-out frames, ground truth | avatar, on white
+        (the card's picture: how the avatar looks off its training background)."""
+        frames = np.linspace(0, len(self.held_out_set) - 1, min(count, len(self.held_out_set))).round().astype(int)
+        subset = torch.utils.data.Subset(self.held_out_set, sorted(set(frames.tolist())))
+        pred, gt, _ = render_dataset(self.ema, subset, self.accelerator.device, 1.0)
+        image = torch.cat([torch.cat([g, p], -1) for g, p in zip(gt, pred)], -1).clamp(0, 1)
+        return (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
     def _save_avatar(self, final: dict[str, float | None]) -> dict[str, Any]:
         from ram_avatar.training.card import save_avatar
 
@@ -580,7 +589,7 @@ class Trainer:
             "subject": str(self.subject_dir), "train_frames": len(self.train_frames),
             "held_out_frames": self.held_out, "background": c.background, "held_out": final, "best": state["best"],
         }  # fmt: skip
-        save_avatar(self.ema, self.out / "avatar", self.subject, c, metrics, self.repo_id)
+        save_avatar(self.ema, self.out / "avatar", self.subject, c, metrics, self.repo_id, preview=self._white_preview())
         _write_json(self.out / "metrics.json", metrics)
         return metrics
 
