@@ -1,6 +1,6 @@
 """Build the bundled example avatar ``examples/avatars/dancer-rt256`` and the example motions.
 
-    python scripts/make_example_avatar.py --minutes 20          # [--work outputs/example_work]
+    python scripts/make_example_avatar.py --minutes 90          # [--work outputs/example_work]
     python scripts/make_example_avatar.py --more-minutes 60     # train the same run longer, rebuild
 
 1. tracks ``../shared/data/video/tfjs_synthetic_dance_static_576.mp4`` (a *synthetic*, rendered
@@ -69,8 +69,8 @@ the MIT licence:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=20.0, help="avatar training wall time (default 20)")
-    parser.add_argument("--steps", type=int, default=4000, help="avatar training steps / LR schedule length (default 4000)")
+    parser.add_argument("--minutes", type=float, default=90.0, help="avatar training wall time (default 90)")
+    parser.add_argument("--steps", type=int, default=6000, help="avatar training steps / LR schedule length (default 6000)")
     parser.add_argument("--more-minutes", type=float, default=None, help="train an existing run this much longer, then rebuild")
     parser.add_argument("--prior-steps", type=int, default=3000)
     parser.add_argument("--decoder-steps", type=int, default=1500)
@@ -91,7 +91,7 @@ def main() -> None:
     subject, run, prior_dir, decoder_dir = work / "subject", work / "train", work / "pose_prior", work / "pose_decoder"
     if not (subject / "meta.json").is_file():
         print(track(CLIP, subject, resolution=256, resume=True))
-    config = TrainConfig(config="rt-256", steps=args.steps, perceptual_size=128)
+    config = TrainConfig(config="rt-256", steps=args.steps)  # the default recipe, as `ram-avatar create` trains
     if not (run / "avatar" / "config.json").is_file():
         train(subject, run, config, minutes=args.minutes, resume=(run / "checkpoints" / "last").is_dir())
     elif args.more_minutes:  # continue the finished run (same settings; --steps may grow)
