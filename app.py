@@ -497,7 +497,7 @@ def build_app() -> gr.Blocks:
                 with gr.Column():
                     example = gr.Dropdown([NO_EXAMPLE] + motions, value=motions[0] if motions else NO_EXAMPLE,
                                           label=f"...or an example motion ('{NO_EXAMPLE}': the file)")  # fmt: skip
-                    strength = gr.Slider(0, 1, value=DEFAULT_STRENGTH, step=0.05, label="MDA strength (0 = the motion as it is, 1 = fully aligned)")
+                    strength = gr.Slider(0, 1, value=DEFAULT_STRENGTH, step=0.05, label="MDA strength (0 = the motion as it is; more pulls poses far outside the avatar's range further in)")
                     max_frames = gr.Slider(10, 900, value=150, step=10, label="Frames (at most)")
                     go = gr.Button("Animate", variant="primary")
             with gr.Row():
