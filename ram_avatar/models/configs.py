@@ -6,11 +6,12 @@
                 side), thin StyleUNet (two styled convs per level, as StyleAvatar: +0.2 dB
                 held-out PSNR after 900 CPU steps for ~4% more renderer time)
     hq-512      512^2, a mid-size StyleUNet, for a GPU or an offline CPU render
-    colour_skip (rt-256, hq-512): the textured body, its colours unprojected from the subject's
-                frames, is the renderer's starting image (``RamAvatar``); paper-1024 keeps the
-                paper's renderer (``--model colour_skip=true`` adds it)
     paper-1024  the paper's model: 1024^2 x 48 texture, StyleAvatar's 1024^2 StyleUNet widths,
                 attention width 96 at 256^2 (the official code's TriPlane_Conv(48, 96, 48))
+
+rt-256 and hq-512 set ``colour_skip``: the textured body, its colours unprojected from the
+subject's frames, is the renderer's starting image (see ``RamAvatar``); paper-1024 keeps the
+paper's renderer (``--model colour_skip=true`` adds it).
 
 ``image_size`` is the frame size each was designed for (a RamAvatar renders any size); it is
 not a RamAvatar argument, read it with ``config_image_size``.
