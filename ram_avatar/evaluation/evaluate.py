@@ -317,9 +317,11 @@ def evaluate_avatar(
         report = {
             "avatar": str(avatar), "subject": str(subject_dir), "model": type(model).__name__, "every_k": k,
             "frames": frames, "masked": masked, "background": background,
-            "metrics": mean_metrics(pred, gt, metric_mask, fid_min_frames),
-            "person_metrics": person_metrics(pred, gt, mask), "per_frame": per_frame,
+            "metrics": mean_metrics(pred, gt, metric_mask, fid_min_frames), "per_frame": per_frame,
         }  # fmt: skip
+        # With --masked the main metrics already are the person-only ones: not computed twice.
+        person = {k: v for k, v in report["metrics"].items() if k != "fid"} if masked else person_metrics(pred, gt, mask)
+        report["person_metrics"] = person
         import imageio.v3 as iio
 
         tiles = []

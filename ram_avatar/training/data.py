@@ -45,8 +45,8 @@ CACHE_VERSION = 1
 MAP_KEYS = ("uv", "mask", "uv_expanded", "mask_expanded", "hand_keypoints", "face_points")
 
 
-def _frame_params(subject: SubjectData, frames: slice, device: torch.device) -> tuple[SmplxPose, Camera, torch.Tensor]:
-    """Pose, cameras and expression of ``frames`` as tensors on ``device``."""
+def frame_params(subject: SubjectData, frames: slice | list[int], device: torch.device) -> tuple[SmplxPose, Camera, torch.Tensor]:
+    """Pose, cameras and expression of ``frames`` (a slice or frame indices) as tensors on ``device``."""
     pose = SmplxPose.from_numpy({k: v[frames] for k, v in subject.pose.to_numpy().items()}).to(device)
     camera = subject.camera
     tensor = lambda a: torch.as_tensor(np.asarray(a[frames], np.float32), device=device)  # noqa: E731
@@ -111,7 +111,7 @@ def build_map_cache(
         arrays: dict[str, np.ndarray] = {}
         for start in tqdm(range(0, N, batch_size), desc="input maps", disable=not progress, leave=False):
             frames = slice(start, min(start + batch_size, N))
-            pose, camera, expression = _frame_params(subject, frames, device)
+            pose, camera, expression = frame_params(subject, frames, device)
             face = torch.as_tensor(np.asarray(subject.keypoints["face"][frames], np.float32), device=device)
             mesh = subject.keypoints.get("face_mesh")
             mesh = None if mesh is None else torch.as_tensor(np.asarray(mesh[frames], np.float32), device=device)

@@ -81,16 +81,3 @@ def crop(images: torch.Tensor, boxes: torch.Tensor, out_size: int) -> torch.Tens
     repeated = images[:, None].expand(B, K, C, H, W).reshape(B * K, C, H, W)
     return F.grid_sample(repeated, grid.reshape(B * K, out_size, out_size, 2), align_corners=False)
 
-
-def person_windows(mask: torch.Tensor, side: int) -> torch.Tensor:
-    """(B, 1, 4) square windows (x0, y0, x1, y1) of ``side`` pixels, inside the frame, each
-    centred on a random pixel of its item's person ``mask`` (B, 1, H, W) (> 0.5; the frame's
-    centre when there is none), with whole-pixel corners so that :func:`crop` copies pixels."""
-    B, _, H, W = mask.shape
-    person = mask[:, 0].flatten(1) > 0.5  # (B, H * W)
-    weights = torch.where(person.any(1, keepdim=True), person.float(), torch.ones_like(person, dtype=torch.float))
-    centre = torch.multinomial(weights, 1)[:, 0]  # (B,) flat pixel index
-    y, x = centre // W, centre % W
-    x0 = (x - side // 2).clamp(0, W - side)
-    y0 = (y - side // 2).clamp(0, H - side)
-    return torch.stack([x0, y0, x0 + side, y0 + side], -1)[:, None].to(mask.dtype)

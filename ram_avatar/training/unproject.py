@@ -13,6 +13,8 @@ atlas has no holes for bilinear sampling to bleed into.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -62,8 +64,8 @@ def unproject_colours(
     template: BodyTemplate,
     pose: SmplxPose,
     camera: Camera,
-    images: torch.Tensor | np.ndarray,
-    masks: torch.Tensor | np.ndarray,
+    images: Sequence,
+    masks: Sequence,
     size: int,
     *,
     shape: torch.Tensor | None = None,
@@ -76,23 +78,24 @@ def unproject_colours(
         template / pose / camera / shape / expression: the posed body of N frames and their N
             (or 1) cameras (``camera.image_size`` = the frames' (H, W)); shape (1, S),
             expression (N or 1, E).
-        images: (N, H, W, 3) uint8 or float in [0, 1]; masks: (N, H, W) person masks, same scale.
+        images: N frames (H, W, 3), uint8 or float in [0, 1]; masks: N person masks (H, W), same
+            scale. Any sequence indexed by frame (an array, or lazily decoded files): only
+            ``batch_size`` frames are in memory at once.
         size: the atlas side in texels.
-        batch_size: frames rasterized at once (bounds the memory).
+        batch_size: frames decoded and rasterized at once (bounds the memory).
     Returns:
         colour (3, size, size) in [0, 1] (hole-free, see :func:`push_pull`) and coverage
         (size, size): the summed weights (0 where no frame saw the texel).
     """
-    images, masks = (torch.as_tensor(np.asarray(a)) for a in (images, masks))
-    scale = 255.0 if images.dtype == torch.uint8 else 1.0
-    N = images.shape[0]
+    N = len(images)
     sums, weights = torch.zeros(3, size, size), torch.zeros(size, size)
     for start in range(0, N, batch_size):
         frames = slice(start, min(start + batch_size, N))
+        image, mask = (torch.as_tensor(np.stack([np.asarray(a[i]) for i in range(N)[frames]])) for a in (images, masks))
+        scale = 255.0 if image.dtype == torch.uint8 else 1.0
         cams = camera if camera.batch_size == 1 else Camera(camera.K[frames], camera.R[frames], camera.t[frames], camera.image_size)
-        batch_pose = SmplxPose.from_numpy({k: v[frames] for k, v in pose.to_numpy().items()}).to(template.faces.device)
         expr = expression if expression is None or expression.shape[0] == 1 else expression[frames]
-        s, w = _splat_frames(template, batch_pose, cams, images[frames], masks[frames] / scale, size, shape, expr, scale)
+        s, w = _splat_frames(template, pose[frames], cams, image, mask / scale, size, shape, expr, scale)
         sums, weights = sums + s.cpu(), weights + w.cpu()
     return push_pull(sums, weights).clamp(0, 1), weights
 
@@ -123,12 +126,12 @@ def _splat_frames(template, pose, camera, images, person, size, shape, expressio
 def subject_colours(subject, template: BodyTemplate, frames: list[int], size: int) -> torch.Tensor:  # noqa: ANN001
     """(3, size, size) colours in [0, 1] of a subject dataset's ``frames`` (e.g. the training
     split only: held-out frames must not leak into the avatar) on ``template``'s atlas."""
+    from torch.utils.data import Subset
+
+    from ram_avatar.training.data import frame_params
+
     device = template.faces.device
-    pose = SmplxPose.from_numpy({k: v[frames] for k, v in subject.pose.to_numpy().items()}).to(device)
-    tensor = lambda a: torch.as_tensor(np.asarray(a, np.float32)[frames], device=device)  # noqa: E731
-    camera = Camera(tensor(subject.camera.K), tensor(subject.camera.R), tensor(subject.camera.t), subject.image_size)
+    pose, camera, expression = frame_params(subject, frames, device)
     shape = torch.as_tensor(np.asarray(subject.shape, np.float32), device=device)[None]
-    images = np.stack([np.asarray(subject.frames[i]) for i in frames])
-    masks = np.stack([np.asarray(subject.masks[i]) for i in frames])
-    colour, _ = unproject_colours(template, pose, camera, images, masks, size, shape=shape, expression=tensor(subject.expression))
-    return colour
+    images, masks = Subset(subject.frames, frames), Subset(subject.masks, frames)  # decoded batch by batch
+    return unproject_colours(template, pose, camera, images, masks, size, shape=shape, expression=expression)[0]
