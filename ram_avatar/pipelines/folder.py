@@ -50,14 +50,14 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def avatar_folder(folder_or_hub_id: str | os.PathLike, revision: str | None = None, token: str | None = None) -> Path:
-    """The avatar folder itself, or the Hub repo's snapshot in the Hub cache (JSON, safetensors and
-    Markdown only; respects ``HF_HUB_OFFLINE``: offline, only what the cache holds)."""
+    """The avatar folder itself, or the Hub repo's snapshot in the Hub cache (JSON, safetensors,
+    Markdown and PNG only; respects ``HF_HUB_OFFLINE``: offline, only what the cache holds)."""
     folder = Path(folder_or_hub_id)
     return folder if folder.is_dir() else download_avatar(str(folder_or_hub_id), revision, token)
 
 
 def download_avatar(repo_id: str, revision: str | None, token: str | None) -> Path:
-    """Snapshot of a Hub avatar repo (JSON, safetensors, Markdown only) in the Hub cache."""
+    """Snapshot of a Hub avatar repo (JSON, safetensors, Markdown, PNG only) in the Hub cache."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 

@@ -9,11 +9,12 @@ Motion (a file, a clip, a ``Motion``) -> [tracked, when it is a clip] -> Motion 
 RGB frames, in chunks of a few frames so that memory stays bounded however long the motion is.
 
 Avatar folder layout (``save_pretrained`` writes it, ``from_pretrained`` reads it, ``push_to_hub``
-uploads it; only JSON, safetensors and Markdown, nothing pickled):
+uploads it; only JSON, safetensors, Markdown and a PNG picture, nothing pickled):
 
     avatar.json            the manifest (below)
     avatar/                the RamAvatar network: config.json, model.safetensors, README.md
-                           (the training's model card), metrics.json
+                           (the training's model card), metrics.json, preview.png (held-out
+                           frames, ground truth | avatar on white; optional)
     face_rig.safetensors   ``face_landmarks`` (478, 3): the subject's median MediaPipe face mesh in
                            its head joint's frame (metres); drawn on the driven head, since mocap
                            has no face landmarks (optional)
@@ -419,8 +420,8 @@ class RamAvatarPipeline:
         return folder
 
     def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None, commit_message: str = "Upload ram-avatar avatar"):
-        """Upload the whole avatar folder to the Hub model repo ``repo_id`` (JSON, safetensors and
-        Markdown only); returns the commit info."""
+        """Upload the whole avatar folder to the Hub model repo ``repo_id`` (JSON, safetensors,
+        Markdown and PNG only); returns the commit info."""
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
@@ -445,7 +446,7 @@ class RamAvatarPipeline:
         intro = (
             "A whole **ram-avatar** avatar (RAM-Avatar, CVPR 2024), driven in real time by any body, hand and face motion: "
             f"a BVH, AMASS or SMPL-X file, or a video of someone moving. It holds {', '.join(parts[:-1])} and {parts[-1]}: "
-            "only JSON, safetensors and Markdown."
+            "only JSON, safetensors, Markdown and a PNG picture."
         )  # fmt: skip
         usage = (
             f"```bash\nram-avatar animate {shlex.quote(where)} MOTION out.mp4   # MOTION: a BVH, AMASS / SMPL-X .npz / .json file, or a video\n```\n\n"
