@@ -1,69 +1,580 @@
-"""Live driving (the paper's live system): camera frames in, avatar frames out, one at a time.
+"""Live driving (the paper's live system): camera frames in, avatar frames out, in real time.
 
-Each frame: MediaPipe Holistic finds the person, the body template is fitted to that frame's
-keypoints alone (a short fit: a few iterations per stage), MDA aligns the pose (continuing its
-state from the previous frame), and the avatar renders it, carrying its temporal features.
+- :class:`LiveSession` is one camera's avatar, in four steps: detect the person (MediaPipe
+  Holistic), solve the body pose from the landmarks
+  (:class:`~ram_avatar.tracking.live_pose.LivePoseSolver`: a few ms, warm-started from the previous
+  frame and filtered over time), align the pose (MDA at the session's strength, carrying its state
+  from frame to frame) and render it (carrying the avatar's temporal features).
+  ``session(frame)`` runs them in turn; the app's Live tab calls it once per webcam frame.
+- :class:`LiveLoop` overlaps them on two threads: capture + detection + pose solve on one, MDA +
+  render + the sink (window, recording) on the other. They meet in a one-slot :class:`Mailbox`:
+  the renderer always takes the newest pose and older ones are dropped, never queued, so latency
+  stays bounded when the machine is slower than the camera, and frames come out in order.
+- Sources: :class:`CameraSource` (an OpenCV camera) and :class:`ClipSource` (a file played at its
+  own fps as if it were a camera: frames whose time has passed are skipped); :func:`open_source`
+  picks one. :class:`LiveView` is the sink of ``ram-avatar live``: camera | avatar side by side,
+  in a window and / or recorded to mp4.
+
+    pipe = RamAvatarPipeline.from_pretrained("examples/avatars/dancer-rt256")
+    stats = LiveLoop(open_source("0"), LiveSession(pipe), LiveView(pipe.image_size, window=True)).run()
+    print(stats.summary())
 """
 
 from __future__ import annotations
 
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
 import numpy as np
 import torch
 
+from ram_avatar.body.layout import SmplxPose
 from ram_avatar.mda import DEFAULT_STRENGTH
 from ram_avatar.pipelines.ram_avatar_pipeline import Driving, RamAvatarPipeline, RenderedFrame, _StreamState
 
+T = TypeVar("T")
+STAGES = ("detect", "solve", "mda", "render", "output")
+"""Stages :class:`LiveLoop` times, seconds per call: detection (MediaPipe, downscaling included),
+pose solve, MDA, render (posing, rasterizing, the network), output (the sink: encoding, window)."""
+
+
+# ----------------------------------------------------------------------------- the session
+
 
 class LiveSession:
-    """``session(frame) -> RenderedFrame | None`` for consecutive frames of one camera.
+    """One camera's avatar: ``session(frame) -> RenderedFrame | None`` for consecutive frames.
+
+    The steps are also methods of their own (:meth:`detect`, :meth:`solve`, :meth:`align`,
+    :meth:`draw`) so that :class:`LiveLoop` can run detection and rendering on separate threads;
+    the first two carry the detector's and solver's state, the last two the MDA latent and the
+    avatar's temporal features, so each pair must see the frames in order.
 
     Args:
         pipe: the avatar.
-        mda_strength: 0..1 (ignored when the avatar has no MDA).
-        fit_iters: iterations of each fitting stage per frame (speed against accuracy).
+        mda_strength: 0..1 (ignored when the avatar has no MDA); may be changed between frames.
         detect_size: frames are downscaled to this longer side for detection.
+        filter: smooth the solved poses over time (the solver's filter, against jitter).
     """
 
-    def __init__(self, pipe: RamAvatarPipeline, mda_strength: float = DEFAULT_STRENGTH, fit_iters: int = 25, detect_size: int = 384):
-        from ram_avatar.tracking.detect import PersonDetector
-
-        self.pipe, self.mda_strength, self.fit_iters, self.detect_size = pipe, mda_strength, fit_iters, detect_size
-        self.detector = PersonDetector(others_every=0)
+    def __init__(self, pipe: RamAvatarPipeline, mda_strength: float = DEFAULT_STRENGTH, *, detect_size: int = 384,
+                 filter: bool = True):  # fmt: skip
+        if not 0.0 <= mda_strength <= 1.0:
+            raise ValueError(f"the MDA strength must be within [0, 1] (0 = off, 1 = full), got {mda_strength}")
+        self.pipe, self.mda_strength, self.detect_size, self.filter = pipe, mda_strength, detect_size, filter
+        self.detector = self.solver = None  # made for the first frame's size (see detect)
+        self.image_size: tuple[int, int] | None = None
         self.state: _StreamState | None = None
         self.count = 0
 
     def close(self) -> None:
-        self.detector.close()
+        if self.detector is not None:
+            self.detector.close()
 
-    @torch.no_grad()
-    def pose_of(self, frame: np.ndarray):
-        """The body pose (batch 1) of the person in an (H, W, 3) uint8 RGB frame, or None."""
+    def detect(self, frame: np.ndarray):
+        """MediaPipe's landmarks of the person in an (H, W, 3) uint8 RGB frame, in its pixels (a
+        :class:`~ram_avatar.tracking.detect.FrameDetection`)."""
         import cv2
 
-        from ram_avatar.tracking.crop import source_intrinsics
-        from ram_avatar.tracking.fit import fit_body
-
         H, W = frame.shape[:2]
-        scale = min(1.0, self.detect_size / max(H, W))
-        small = cv2.resize(frame, (round(W * scale), round(H * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else frame
-        found = self.detector(np.ascontiguousarray(small), (H, W))
-        if not found.found:
-            return None
-        keypoints = {k: getattr(found, k)[None].astype(np.float32) for k in ("body", "left_hand", "right_hand")}
-        K = source_intrinsics((H, W))[None]
-        with torch.enable_grad():  # the fit optimises
-            fit = fit_body(self.pipe.template, keypoints, K, (H, W), max_iters=self.fit_iters, progress=False)
-        return fit.pose
+        if self.image_size != (H, W):
+            from ram_avatar.tracking.detect import PersonDetector
+            from ram_avatar.tracking.live_pose import LivePoseSolver
 
-    def __call__(self, frame: np.ndarray) -> RenderedFrame | None:
-        """Render the avatar in the pose of the person in ``frame`` (None when nobody is seen)."""
-        pose = self.pose_of(frame)
+            self.close()  # MediaPipe's mask smoothing fails on a frame of another size than the last
+            self.detector = PersonDetector(others_every=0)
+            self.solver = LivePoseSolver(self.pipe.template, (H, W), filter=self.filter)
+            self.image_size = (H, W)
+        scale = min(1.0, self.detect_size / max(H, W))
+        if scale < 1:
+            frame = cv2.resize(frame, (round(W * scale), round(H * scale)), interpolation=cv2.INTER_AREA)
+        return self.detector(np.ascontiguousarray(frame), (H, W))
+
+    def solve(self, detection, timestamp: float) -> Driving | None:
+        """The pose (and, for templates with facial actions, the expression) of a detection of the
+        last frame :meth:`detect` saw, captured at ``timestamp`` (seconds, for the filter), as a
+        one-frame :class:`Driving`; None when nobody is seen."""
+        pose = self.solver(detection, timestamp)
         if pose is None:
             return None
-        driving = Driving(pose.to("cpu"), self.pipe.fps, "live")
-        if self.state is None:  # the framing height: the first frame's
+        return Driving(pose.to("cpu"), self.pipe.fps, "live", expression=self.solver.expression.cpu())
+
+    @torch.no_grad()
+    def align(self, driving: Driving) -> tuple[Driving, dict[str, list]]:
+        """MDA of one frame at ``mda_strength``, continuing from the previous frame: the frame with
+        the aligned pose, and its log (``ood_before`` / ``ood_after`` / ``change_deg``; empty
+        without MDA)."""
+        if not 0.0 <= self.mda_strength <= 1.0:
+            raise ValueError(f"the MDA strength must be within [0, 1] (0 = off, 1 = full), got {self.mda_strength}")
+        if self.state is None:  # the framing's height: the first frame's
             self.state = _StreamState(self.pipe, driving)
-        rendered = self.pipe._render_chunk(driving, slice(0, 1), self.mda_strength, False, (1.0, 1.0, 1.0), self.state)[0]
-        rendered.index = self.count
+        pose, mda = self.pipe._align_chunk(driving, slice(0, 1), self.mda_strength, self.state)
+        return replace(driving, pose=pose), mda
+
+    @torch.no_grad()
+    def draw(self, driving: Driving, mda: dict[str, list] | None = None) -> RenderedFrame:
+        """The avatar in a one-frame (aligned) :class:`Driving`, following on from the frame drawn before."""
+        pipe = self.pipe
+        if self.state is None:
+            self.state = _StreamState(pipe, driving)
+        prepared = pipe._prepare_chunk(driving, slice(0, 1), driving.pose, mda or {}, False, self.state)
+        rendered, self.state.features = pipe._draw_chunk(prepared, pipe.renderer, (1.0, 1.0, 1.0), self.state.features)
+        frame = rendered[0]
+        frame.index = self.count
         self.count += 1
-        return rendered
+        return frame
+
+    def reset(self) -> None:
+        """Forget the past frames (a new camera or scene): solver, MDA latent, temporal features."""
+        if self.solver is not None:
+            self.solver.reset()
+        self.state, self.count = None, 0
+
+    def warm_up(self, image_size: tuple[int, int] = (480, 640)) -> None:
+        """Load the template, the solver and the renderer, start MediaPipe and compile the CPU
+        loops, so that the first camera frames do not wait for them; then :meth:`reset`.
+        ``image_size``: (H, W) of the camera's frames."""
+        self.detect(np.full((*image_size, 3), 128, np.uint8))
+        self.draw(*self.align(Driving(SmplxPose.zeros(1), self.pipe.fps, "live")))
+        self.reset()
+
+    def __call__(self, frame: np.ndarray, timestamp: float | None = None) -> RenderedFrame | None:
+        """The avatar in the pose of the person in ``frame`` (None when nobody is seen);
+        ``timestamp``: when it was captured (default: now)."""
+        detection = self.detect(frame)
+        driving = self.solve(detection, time.perf_counter() if timestamp is None else timestamp)
+        return None if driving is None else self.draw(*self.align(driving))
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@dataclass
+class Captured:
+    """One camera frame."""
+
+    index: int  # its number since the source started (gaps: frames the source skipped)
+    time: float  # time.perf_counter() when the camera delivered it
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+
+
+class Source(Protocol):
+    """What :class:`LiveLoop` reads: frames in order, the camera's rate and frame size (H, W), how
+    many frames it skipped."""
+
+    fps: float
+    size: tuple[int, int]
+    skipped: int
+
+    def __iter__(self) -> Iterator[Captured]: ...
+
+    def close(self) -> None: ...
+
+
+class Mailbox(Generic[T]):
+    """A one-slot mailbox between two threads: :meth:`put` replaces an item not yet taken (which
+    is dropped and counted, never queued); :meth:`take` waits for an item and returns None once
+    the mailbox is closed and empty."""
+
+    def __init__(self):
+        self._ready = threading.Condition()
+        self._item: T | None = None
+        self._full = self._closed = False
+        self.dropped = 0
+
+    def put(self, item: T) -> None:
+        with self._ready:
+            self.dropped += self._full
+            self._item, self._full = item, True
+            self._ready.notify()
+
+    def take(self) -> T | None:
+        with self._ready:
+            while not (self._full or self._closed):
+                self._ready.wait(0.1)  # woken regularly: Ctrl-C reaches a waiting main thread
+            item, self._item, self._full = self._item, None, False
+            return item
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+
+class CameraSource:
+    """An OpenCV camera. A thread of its own reads it continuously and keeps only the newest frame
+    (``skipped`` counts those replaced before anyone took them): camera drivers queue frames, and
+    a reader slower than the camera would otherwise fall further and further behind."""
+
+    def __init__(self, index: int):
+        import cv2
+
+        logging = cv2.utils.logging
+        level = logging.getLogLevel()
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)  # each failing backend would print its own lines
+        try:
+            self.capture = cv2.VideoCapture(index)
+            ok, first = self.capture.read() if self.capture.isOpened() else (False, None)
+        finally:
+            logging.setLogLevel(level)
+        if not ok:
+            self.capture.release()
+            raise ValueError(f"cannot open camera {index}: there is none at that index or another program is using it; "
+                             "try another index (--source 1) or a video file (--source clip.mp4)")  # fmt: skip
+        self.index, self.size = index, first.shape[:2]
+        self.fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 30.0)
+        self._frames: Mailbox[Captured] = Mailbox()
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    @property
+    def skipped(self) -> int:
+        return self._frames.dropped
+
+    def _read(self) -> None:
+        try:
+            count = 0
+            while not self._closed.is_set():
+                ok, bgr = self.capture.read()
+                if not ok:  # unplugged
+                    break
+                self._frames.put(Captured(count, time.perf_counter(), bgr))
+                count += 1
+        finally:
+            self.capture.release()
+            self._frames.close()
+
+    def __iter__(self) -> Iterator[Captured]:
+        import cv2
+
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._read, name="ram-avatar-camera", daemon=True)
+            self._thread.start()
+        while (frame := self._frames.take()) is not None:
+            frame.image = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)  # only the frames taken
+            yield frame
+
+    def close(self) -> None:
+        """Stop reading: the reader thread releases the camera after its current frame."""
+        self._closed.set()
+        if self._thread is None:
+            self.capture.release()
+        else:
+            self._thread.join()
+
+
+class ClipSource:
+    """A video file as if it were a camera: frame ``i`` is due ``i / fps`` after the first (by its
+    timestamp), a reader that asks early waits for it, and frames whose time has passed (the next
+    one is already due) are skipped. ``realtime=False`` delivers every frame at once instead.
+
+    Frames are downscaled to ``max_side`` (a camera's resolution; detection downscales further):
+    ``size`` (H, W).
+    Opening checks the file: a missing or unreadable one raises ``TrackingError`` (a ValueError)
+    naming it.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, max_side: int = 720, realtime: bool = True):
+        from ram_avatar.limits import check_limit
+        from ram_avatar.tracking.video import probe_video
+
+        self.info = probe_video(path)
+        name = Path(path).name
+        check_limit("video_file_mb", Path(path).stat().st_size / 2**20, name)
+        check_limit("video_pixels", self.info.size[0] * self.info.size[1], name)
+        check_limit("fps", self.info.fps, name)
+        scale = min(1.0, max_side / max(self.info.size))
+        self.size = (round(self.info.size[0] * scale), round(self.info.size[1] * scale))
+        self.fps, self.realtime, self.skipped = self.info.fps, realtime, 0
+        self._closed = threading.Event()
+
+    def __iter__(self) -> Iterator[Captured]:
+        import av
+
+        from ram_avatar.tracking.video import TrackingError, rotate_frame
+
+        info = self.info
+        height, width = self.size if info.rotation % 180 == 0 else self.size[::-1]  # scaled before the rotation
+        start = first = None
+        with av.open(str(info.path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            try:
+                for index, frame in enumerate(container.decode(stream)):
+                    if self._closed.is_set():
+                        return
+                    stamp = frame.time if frame.time is not None else index / self.fps
+                    first = stamp if first is None else first
+                    now = time.perf_counter()
+                    start = now if start is None else start
+                    due = start + stamp - first
+                    if self.realtime:
+                        if now >= due + 1.0 / self.fps:  # its time has passed: the camera shows the next one by now
+                            self.skipped += 1
+                            continue
+                        time.sleep(max(0.0, due - now))
+                    image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+                    image = rotate_frame(image, info.rotation)
+                    yield Captured(index, due if self.realtime else time.perf_counter(), image)
+            except av.error.FFmpegError as error:
+                message = f"{info.path.name}: decoding failed ({error}); the file is corrupt or truncated"
+                raise TrackingError(message) from error
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def open_source(source: str | int, *, max_side: int = 720) -> CameraSource | ClipSource:
+    """A camera index (``0``, ``"1"``) or a video file path."""
+    if isinstance(source, int) or str(source).isdigit():
+        return CameraSource(int(source))
+    return ClipSource(source, max_side=max_side)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class LiveFrame:
+    """What :class:`LiveLoop` hands its sink for each frame it renders."""
+
+    index: int  # the camera frame's index (gaps: frames skipped or dropped)
+    captured: float  # time.perf_counter() at capture
+    camera: np.ndarray  # (H, W, 3) uint8 RGB
+    avatar: RenderedFrame | None  # None when nobody was seen in the frame
+    latency: float  # seconds from capture to the avatar frame (before the sink)
+
+
+@dataclass
+class LiveStats:
+    """What a :class:`LiveLoop` run did."""
+
+    frames: int = 0  # camera frames detected (and their pose solved)
+    skipped: int = 0  # camera frames the source skipped: their time passed before the detector was free
+    dropped: int = 0  # frames detected but never rendered: a newer pose replaced them
+    rendered: int = 0  # avatar frames out
+    unseen: int = 0  # frames with nobody in view (nothing to render)
+    seconds: float = 0.0  # from the first camera frame to the end
+    latency: list[float] = field(default_factory=list)  # seconds, capture -> avatar frame, per rendered frame
+    stages: dict[str, list[float]] = field(default_factory=lambda: {stage: [] for stage in STAGES})  # seconds per call
+    interrupted: bool = False  # stopped by Ctrl-C
+
+    @property
+    def fps(self) -> float:
+        """Avatar frames out per second."""
+        return self.rendered / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """Two lines: frames, rate, latency and losses; the median time of each stage."""
+        latency = "no frames rendered"
+        if self.latency:
+            ms = np.asarray(self.latency) * 1000
+            latency = f"latency median {np.median(ms):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms"
+        lost = f"{self.skipped} skipped by the camera (detection behind), {self.dropped} dropped (rendering behind)"
+        stages = ", ".join(f"{name} {1000 * statistics.median(t):.1f}" for name, t in self.stages.items() if t)
+        stopped = ", stopped by Ctrl-C" if self.interrupted else ""
+        return (f"{self.rendered} avatar frames in {self.seconds:.1f} s{stopped}: {self.fps:.1f} FPS, {latency}; "
+                f"{lost}; {self.unseen} with nobody in view\nmedian ms per call: {stages or '-'}")  # fmt: skip
+
+
+class _Stage(Protocol):
+    """The four steps :class:`LiveLoop` runs (:class:`LiveSession`'s)."""
+
+    def detect(self, frame: np.ndarray) -> Any: ...
+
+    def solve(self, detection: Any, timestamp: float) -> Driving | None: ...
+
+    def align(self, driving: Driving) -> tuple[Driving, dict]: ...
+
+    def draw(self, driving: Driving, mda: dict | None = None) -> RenderedFrame: ...
+
+
+@dataclass
+class _Job:
+    captured: Captured
+    driving: Driving | None  # the frame's solved pose; None: nobody in view
+
+
+class LiveLoop:
+    """Camera -> avatar, pipelined: ``LiveLoop(source, session, sink).run() -> LiveStats``.
+
+    A thread of its own reads ``source`` and detects and solves every frame it gets; the thread
+    that calls :meth:`run` takes the newest solved pose whenever it is free, aligns and renders
+    it and hands a :class:`LiveFrame` to ``sink`` (poses it had no time for are dropped). PyTorch's
+    threads are split between the two for the run. ``sink`` returns False to stop (a window was
+    closed); ``max_frames`` stops after that many camera frames. The run ends when the source
+    does, on Ctrl-C (``stats.interrupted``) or after :meth:`stop`; an error in either thread
+    stops both and is raised by :meth:`run`.
+    """
+
+    def __init__(self, source: Source, session: _Stage, sink: Callable[[LiveFrame], bool | None] | None = None,
+                 *, max_frames: int | None = None):  # fmt: skip
+        self.source, self.session, self.sink, self.max_frames = source, session, sink, max_frames
+        self.stats = LiveStats()
+        self._poses: Mailbox[_Job] = Mailbox()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._start: float | None = None
+
+    def stop(self) -> None:
+        """Ask both threads to finish (from any thread)."""
+        self._stop.set()
+        self.source.close()
+        self._poses.close()
+
+    def run(self) -> LiveStats:
+        from ram_avatar.device import split_threads
+
+        producer = threading.Thread(target=self._produce, name="ram-avatar-live-detect", daemon=True)
+        with split_threads(2):
+            producer.start()
+            try:
+                self._consume()
+            except KeyboardInterrupt:
+                self.stats.interrupted = True
+            except BaseException as error:
+                self._error = self._error or error
+            finally:
+                self.stop()
+                producer.join()
+        stats = self.stats
+        stats.seconds = time.perf_counter() - self._start if self._start is not None else 0.0
+        stats.skipped, stats.dropped = self.source.skipped, self._poses.dropped
+        if self._error is not None:
+            raise self._error
+        return stats
+
+    def _produce(self) -> None:
+        stages, frames = self.stats.stages, iter(self.source)
+        try:
+            for captured in frames:
+                if self._stop.is_set():
+                    break
+                self._start = self._start or captured.time
+                tick = time.perf_counter()
+                detection = self.session.detect(captured.image)
+                solved = time.perf_counter()
+                driving = self.session.solve(detection, captured.time)
+                stages["detect"].append(solved - tick)
+                stages["solve"].append(time.perf_counter() - solved)
+                self.stats.frames += 1
+                self.stats.unseen += driving is None
+                self._poses.put(_Job(captured, driving))
+                if self.max_frames is not None and self.stats.frames >= self.max_frames:
+                    break
+        except BaseException as error:
+            self._error = error
+        finally:
+            if hasattr(frames, "close"):
+                frames.close()  # a generator's own cleanup (the clip's file) runs now, on this thread
+            self._poses.close()
+
+    def _consume(self) -> None:
+        stages = self.stats.stages
+        while (job := self._poses.take()) is not None:
+            if self._error is not None:
+                break
+            avatar = None
+            if job.driving is not None:
+                tick = time.perf_counter()
+                driving, mda = self.session.align(job.driving)
+                aligned = time.perf_counter()
+                avatar = self.session.draw(driving, mda)
+                now = time.perf_counter()
+                stages["mda"].append(aligned - tick)
+                stages["render"].append(now - aligned)
+                self.stats.rendered += 1
+                self.stats.latency.append(now - job.captured.time)
+            if self.sink is not None:
+                tick = time.perf_counter()
+                keep = self.sink(LiveFrame(job.captured.index, job.captured.time, job.captured.image, avatar,
+                                           time.perf_counter() - job.captured.time))  # fmt: skip
+                stages["output"].append(time.perf_counter() - tick)
+                if keep is False:
+                    break
+
+
+# ----------------------------------------------------------------------------- the view
+
+
+def side_by_side(camera: np.ndarray, avatar: np.ndarray) -> np.ndarray:
+    """camera | avatar, the camera frame scaled to the avatar's height (even width, for H.264)."""
+    import cv2
+
+    H = avatar.shape[0]
+    W = max(2, round(camera.shape[1] * H / camera.shape[0] / 2) * 2)
+    return np.hstack([cv2.resize(camera, (W, H), interpolation=cv2.INTER_AREA), avatar])
+
+
+def display_available() -> bool:
+    """Whether a window can be shown: on Linux, an X11 or Wayland display is set."""
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class LiveView:
+    """A :class:`LiveLoop` sink: camera | avatar side by side, in an OpenCV window (``window``;
+    closing it or pressing q / Esc stops the loop) and / or recorded to ``out`` (an .mp4 at the
+    camera's ``fps``; each frame is held until the next rendered one, so the recording plays in
+    real time, in step with the camera). Before the first avatar frame, and while nobody is in
+    view, the avatar side shows the last avatar frame (white at first)."""
+
+    TITLE = "ram-avatar live (q: quit)"
+
+    def __init__(self, avatar_size: tuple[int, int], *, window: bool = False, out: str | os.PathLike | None = None,
+                 fps: float = 30.0):  # fmt: skip
+        from ram_avatar.pipelines.video import VideoWriter
+
+        if window:
+            import cv2
+
+            cv2.namedWindow(self.TITLE, cv2.WINDOW_AUTOSIZE)  # raises cv2.error without a GUI backend
+        self.window = window
+        self.writer = None if out is None else VideoWriter(out, fps, threads=1)  # the encoder shares the CPU
+        self._avatar = np.full((*avatar_size, 3), 255, np.uint8)
+        self._last: tuple[int, np.ndarray] | None = None  # the index and picture last recorded
+
+    def __call__(self, frame: LiveFrame) -> bool:
+        if frame.avatar is not None:
+            self._avatar = frame.avatar.image
+        picture = side_by_side(frame.camera, self._avatar)
+        if self.writer is not None:
+            if self._last is not None:
+                for _ in range(frame.index - self._last[0] - 1):  # hold the last picture over the frames not shown
+                    self.writer.write(self._last[1])
+            self.writer.write(picture)
+            self._last = (frame.index, picture)
+        if self.window:
+            import cv2
+
+            cv2.imshow(self.TITLE, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            key = cv2.waitKey(1) & 0xFF
+            if key in (ord("q"), 27) or cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) < 1:
+                return False
+        return True
+
+    def close(self) -> Path | None:
+        """Close the window and finish the recording (its path; None when nothing was recorded)."""
+        if self.writer is not None and self._last is not None:
+            self._close_window()
+            return self.writer.close()
+        self.abort()
+        return None
+
+    def abort(self) -> None:
+        """Close the window; no recording is left behind."""
+        self._close_window()
+        if self.writer is not None:
+            self.writer.abort()
+
+    def _close_window(self) -> None:
+        if self.window:
+            import cv2
+
+            cv2.destroyWindow(self.TITLE)
+            self.window = False

@@ -72,6 +72,9 @@ class FrameDetection:
     mask: SoftMask | None  # MediaPipe's person mask; None if no person
     box: np.ndarray | None  # (4,) x0, y0, x1, y1 around mask and keypoints; None if no person
     others: float  # size of another person relative to the tracked one (see _size), 0 if none
+    # (21,) each: hand depth relative to the wrist, pixels, smaller = nearer; None: not recorded
+    left_hand_z: np.ndarray | None = None
+    right_hand_z: np.ndarray | None = None
 
     @property
     def found(self) -> bool:
@@ -141,6 +144,8 @@ class PersonDetector:
             face=points(face[:, :2], float(result.face_landmarks is not None)),
             face_z=face[:, 2] * width,  # z has the scale of x, relative to the head centre
             mask=None, box=None, others=0.0,
+            left_hand_z=_landmarks(result.left_hand_landmarks, NUM_HAND, 3)[:, 2] * width,
+            right_hand_z=_landmarks(result.right_hand_landmarks, NUM_HAND, 3)[:, 2] * width,
         )  # fmt: skip
         if result.pose_landmarks is None or result.segmentation_mask is None:
             return detection
