@@ -13,7 +13,12 @@ only folder the app serves files from). Torch and the models load on first use, 
 
 Errors reach the visitor as a sentence that says what to do, naming files by their upload name,
 never a server path; the server log gets one line per visitor error, and a traceback only for
-unexpected ones (see :func:`handler`).
+unexpected ones (see :func:`handler`). API clients are held to the same rules as the page:
+each input's form is checked before Gradio reads it (:class:`StrictBlocks`), numbers against the
+sliders' ranges, files must be uploads, and uploads are checked against
+:mod:`ram_avatar.limits` before they are parsed. Disk use is bounded too: rendered results by age, count and total size
+(:func:`prune_outputs`, at start and with each request), Gradio's cache (uploads, the copies of
+results it serves) by age (its ``delete_cache``).
 """
 
 from __future__ import annotations
@@ -22,18 +27,23 @@ import functools
 import inspect
 import json
 import logging
+import numbers
 import os
 import re
 import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
+from stat import S_ISREG
+from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
 import gradio as gr
+from gradio.utils import get_upload_folder
 
+from ram_avatar.limits import LimitError, check_limit
 from ram_avatar.mda import DEFAULT_STRENGTH
 
 ROOT = Path(__file__).resolve().parent
@@ -47,7 +57,16 @@ HUB_LIST = "hub_avatars.json"  # Hub ids loaded into the zoo (in ZOO)
 MAX_UPLOAD = "200mb"
 MOTION_TYPES = (".bvh", ".npz", ".json")
 VIDEO_TYPES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
-KEEP_RESULTS = 30  # rendered result folders kept on disk (oldest removed first)
+KEEP_RESULTS = 30  # rendered result folders kept on disk (oldest removed first) ...
+RESULT_HOURS = 24.0  # ... for at most this long ...
+RESULTS_MB = 2048.0  # ... and at most this much in all (a create job's folder holds its clip)
+CACHE_CHECK_S, CACHE_AGE_S = 3600, 6 * 3600  # Gradio's cache: its files older than 6 h are removed, hourly
+# The sliders' ranges, also enforced on API calls: (min, max).
+STRENGTH = (0.0, 1.0)
+ANIMATE_FRAMES = (10, 900)
+DRIVING_SECONDS = 60.0  # a driving clip is tracked whole (then cached): at most this long in the app
+CREATE_MINUTES = (1, 120)
+CREATE_FRAMES = (30, 1800)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 NAME = re.compile(r"^[A-Za-z0-9][\w-]{0,47}$")
 # An absolute path (not a URL's): its last part is group 1.
@@ -85,7 +104,10 @@ def _unexpected(action: str, error: Exception) -> str:
 
 
 def _told(action: str, error: Exception) -> gr.Error:
-    """The gr.Error the visitor sees for ``error``, logged once (call it inside ``except``)."""
+    """The gr.Error the visitor sees for ``error``, logged once (call it inside ``except``). A
+    LimitError is the visitor's too: an input over a documented bound, which its message names."""
+    if isinstance(error, LimitError):
+        error = gr.Error(str(error))
     if isinstance(error, gr.Error):
         message = public_message(error.message)
         logger.info("%s: %s", action, message)
@@ -97,10 +119,11 @@ def _told(action: str, error: Exception) -> gr.Error:
 def handler(action: str) -> Callable[[Callable], Callable]:
     """Decorate an event handler so that its errors are readable and logged once.
 
-    A ``gr.Error`` (the visitor's to fix: a bad file, a missing input) logs one line, with no
-    traceback. Any other exception logs its traceback and reaches the visitor as a ``gr.Error``
-    saying what failed and what to do: Gradio would show only a bare "Error". ``action`` names
-    the handler in both. Generators (streaming handlers) stay generators, as Gradio needs.
+    A ``gr.Error`` or a ``LimitError`` (the visitor's to fix: a bad file, a missing input, a file
+    over the limits) logs one line, with no traceback. Any other exception logs its traceback and
+    reaches the visitor as a ``gr.Error`` saying what failed and what to do: Gradio would show
+    only a bare "Error". ``action`` names the handler in both. Generators (streaming handlers)
+    stay generators, as Gradio needs.
     """
 
     def decorate(fn: Callable) -> Callable:
@@ -125,6 +148,93 @@ def handler(action: str) -> Callable[[Callable], Callable]:
         return run
 
     return decorate
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _shown(value: object) -> str:
+    """``value`` as a message quotes it: short."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _out_of_range(value: object, name: str, bounds: tuple[float, float]) -> str | None:
+    """Why ``value`` is not a number within ``bounds`` (None when it is)."""
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:  # NaN fails too
+        return f"{name} must be a number from {low:g} to {high:g}, not {_shown(value)}."
+    return None
+
+
+def _number(value: object, name: str, bounds: tuple[float, float]) -> float:
+    """``value`` as a float, or a gr.Error when it is not a number within ``bounds``: the page's
+    sliders keep to their range, an API caller may send anything."""
+    problem = _out_of_range(value, name, bounds)
+    if problem:
+        raise gr.Error(problem)
+    return float(value)  # type: ignore[arg-type] - a number, checked above
+
+
+def _text(value: object) -> str:
+    """A text input, stripped ("" for None or anything that is not text)."""
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _is_upload(path: str) -> bool:
+    """Whether ``path`` lies in Gradio's upload folder: the only files a request may name."""
+    try:
+        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(get_upload_folder()))
+    except (OSError, ValueError):  # a path no file can have (a NUL byte, too long)
+        return False
+
+
+def _malformed(component: gr.components.Component, value: Any, name: str) -> str | None:
+    """Why ``value``, an input as sent, cannot be read by ``component`` (None when it can);
+    ``name`` names the input (its API parameter)."""
+    if isinstance(component, gr.File):
+        path = value.get("path") if isinstance(value, dict) else None
+        if value is None or (isinstance(path, str) and _is_upload(path)):
+            return None
+        return (f"{name}: send the file itself (with gradio_client: handle_file('my_motion.bvh')); this app "
+                "reads only files uploaded to it, not a path or URL.")  # fmt: skip
+    if isinstance(component, gr.Slider):
+        return _out_of_range(value, name, (component.minimum, component.maximum))
+    if isinstance(component, (gr.Dropdown, gr.Textbox)) and value is not None and not isinstance(value, str):
+        return f"{name} must be text, not {_shown(value)}."
+    if isinstance(component, gr.Checkbox) and not isinstance(value, bool):
+        return f"{name} must be true or false, not {_shown(value)}."
+    return None
+
+
+class StrictBlocks(gr.Blocks):
+    """``gr.Blocks`` whose API answers a malformed input with a sentence.
+
+    Gradio reads every input before the handler runs, and answers an API client's input in the
+    wrong form (a server path for a file, None or text for a number) with a bare error:
+    ``{"error": null}`` on the wire. Here each input is checked first (:func:`_malformed`), and
+    anything else Gradio refuses while reading the inputs becomes a sentence too; each refusal
+    logs one line, as the handlers' do."""
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):  # noqa: ANN001, ANN201 - Gradio's
+        action = f"/{block_fn.api_name}" if isinstance(block_fn.api_name, str) else block_fn.name
+        names = getattr(block_fn, "input_parameter_names", None) or []
+        for index, (component, value) in enumerate(zip(block_fn.inputs, inputs)):
+            name = (names[index] if index < len(names) else None) or component.label or f"input {index + 1}"
+            problem = _malformed(component, value, name)
+            if problem:
+                logger.info("%s: %s", action, problem)
+                raise gr.Error(problem, print_exception=False)
+        try:
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except gr.Error as error:  # Gradio's own sentence (a value not among a dropdown's choices, a file type)
+            logger.info("%s: %s", action, error.message)
+            raise gr.Error(error.message, duration=error.duration, print_exception=False) from None
+        except Exception as error:  # noqa: BLE001 - an input Gradio could not read: the caller's to fix
+            logger.info("%s: Gradio could not read an input (%s)", action, type(error).__name__)
+            message = (f"{action}: an input is not in the form this endpoint takes; the app's 'Use via API' page "
+                       "(gradio_client: view_api()) shows each input's type.")  # fmt: skip
+            raise gr.Error(message, print_exception=False) from None
 
 
 # ----------------------------------------------------------------------------- the zoo
@@ -165,7 +275,7 @@ def _remember_hub_id(repo_id: str) -> None:
 def _check_key(name: str | None) -> str:
     """The key of the avatar named ``name``: only avatars listed in the zoo may be loaded, so a
     request cannot name an arbitrary path."""
-    if not name:
+    if not name or not isinstance(name, str):
         raise gr.Error("Pick an avatar first (the Zoo tab lists them; load one from the Hub there).")
     keys = dict(zoo_entries())
     if name not in keys:
@@ -200,7 +310,7 @@ def _card(key: str) -> str:
         folder = Path(cached).parent if isinstance(cached, str) else folder
     path = folder / "README.md"
     if not path.is_file():
-        return f"*{key} has no model card.*"
+        return "*This avatar has no model card.*"  # (not its key: a folder's is a server path)
     text = path.read_text(encoding="utf-8")
     if text.startswith("---"):
         end = text.find("\n---", 3)
@@ -208,14 +318,46 @@ def _card(key: str) -> str:
     return text
 
 
+def _bytes(folder: Path) -> int:
+    """Bytes in the files under ``folder`` (files removed meanwhile count 0)."""
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            stat = path.lstat()
+        except OSError:
+            continue
+        total += stat.st_size if S_ISREG(stat.st_mode) else 0
+    return total
+
+
+def prune_outputs(keep: Collection[Path] = ()) -> None:
+    """Remove result folders, oldest first, beyond KEEP_RESULTS, older than RESULT_HOURS or past
+    RESULTS_MB in all; ``keep`` and the folders of create jobs still running stay (their clip and
+    previews are in use). Runs at start and with each request: a few stats per folder."""
+    if not OUTPUTS.is_dir():
+        return
+    busy = set(keep) | {Path(j["out"]) for j in _jobs.values() if j["stage"] not in ("done", "failed")}
+    dated = []
+    for folder in OUTPUTS.iterdir():
+        try:
+            if folder.is_dir() and folder.name.startswith("r-"):
+                dated.append((folder.stat().st_mtime, folder))
+        except OSError:  # removed meanwhile
+            continue
+    now, total = time.time(), 0
+    for index, (mtime, folder) in enumerate(sorted(dated, reverse=True)):  # newest first
+        total += _bytes(folder)
+        stale = index >= KEEP_RESULTS or now - mtime > RESULT_HOURS * 3600 or total > RESULTS_MB * 2**20
+        if stale and folder not in busy:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _result_dir() -> Path:
-    """A fresh folder for one request's outputs; old ones beyond KEEP_RESULTS are removed."""
+    """A fresh folder for one request's outputs (old ones are pruned: :func:`prune_outputs`)."""
     OUTPUTS.mkdir(parents=True, exist_ok=True)
-    olds = sorted((p for p in OUTPUTS.iterdir() if p.is_dir() and p.name.startswith("r-")), key=lambda p: p.stat().st_mtime)
-    for old in olds[: max(0, len(olds) - KEEP_RESULTS + 1)]:
-        shutil.rmtree(old, ignore_errors=True)
     folder = OUTPUTS / f"r-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     folder.mkdir()
+    prune_outputs(keep=[folder])
     return folder
 
 
@@ -227,7 +369,10 @@ def example_motions() -> list[str]:
 
 
 def _motion_path(upload: str | None, example: str | None) -> Path:
-    """The one motion chosen: an upload or an example (the page keeps them exclusive; API callers may not)."""
+    """The one motion chosen: an upload or an example (the page keeps them exclusive; API callers
+    may not). An upload is checked against the limits here, before anything parses it."""
+    if not isinstance(upload, (str, os.PathLike, type(None))) or not isinstance(example, (str, type(None))):
+        raise gr.Error("upload must be a file (or None) and example the name of an example motion (or None).")
     example = None if example == NO_EXAMPLE else example
     if upload and example:
         raise gr.Error(f"Two motions are chosen, the file {Path(upload).name} and the example {example}: "
@@ -236,12 +381,43 @@ def _motion_path(upload: str | None, example: str | None) -> Path:
         path = Path(upload)
         if path.suffix.lower() not in MOTION_TYPES + VIDEO_TYPES:
             raise gr.Error(f"{path.name}: not a motion file or a video. Give a BVH, AMASS / SMPL-X .npz / .json, or a clip ({', '.join(VIDEO_TYPES)}).")
+        try:
+            seconds = _check_upload(path)
+        except LimitError:
+            raise
+        except (OSError, ValueError) as error:
+            raise _unusable(path, error) from None
+        if seconds > DRIVING_SECONDS:
+            raise gr.Error(f"{path.name} lasts {seconds:.0f} s; the app drives avatars with clips of up to "
+                           f"{DRIVING_SECONDS:g} s (it tracks the whole clip): cut it, "
+                           "or use `ram-avatar animate`.")  # fmt: skip
         return path
     if example:
         if example not in example_motions():
             raise gr.Error(f"{example} is not one of the example motions.")
         return EXAMPLE_MOTIONS / example
     raise gr.Error("Give a motion: upload a motion file or a driving clip, or pick an example motion.")
+
+
+def _check_upload(path: Path) -> float:
+    """Check an upload against the limits before the avatar loads or anything parses it (raises
+    LimitError): a motion file's size; a clip's size, frame size, frame rate and duration, from its
+    container (:func:`~ram_avatar.tracking.video.probe_video`). Returns the clip's duration in
+    seconds (0 for a motion file, or a clip whose container does not say)."""
+    if path.suffix.lower() not in VIDEO_TYPES:
+        check_limit("motion_file_mb", path.stat().st_size / 2**20, path.name)
+        return 0.0
+    from ram_avatar.tracking.video import probe_video
+
+    info = probe_video(path)
+    return info.num_frames / info.fps
+
+
+def _unusable(motion: Path, error: Exception) -> gr.Error:
+    """The visitor's error for a motion file or clip that cannot be read, named by its upload name."""
+    message = public_message(str(error), motion)
+    message = message if motion.name in message else f"{motion.name}: {message}"
+    return gr.Error(f"{message.rstrip('.')}. Fix or re-export the file, or pick an example motion.")
 
 
 def _motion_source(motion: Path) -> str:
@@ -256,17 +432,20 @@ def animate(avatar: str, upload: str | None, example: str | None, strength: floa
     """Drive an avatar with a motion; returns the avatar video, the template overlay, the OOD plot, a summary."""
     from ram_avatar.pipelines.video import VideoWriter
 
-    key, motion = _check_key(avatar), _motion_path(upload, example)
+    key = _check_key(avatar)
+    strength = _number(strength, "strength", STRENGTH)
+    max_frames = int(_number(max_frames, "max_frames", ANIMATE_FRAMES))
+    motion = _motion_path(upload, example)
     progress(0, desc="loading the avatar")
     pipe = get_pipeline(key)
     is_clip = motion.suffix.lower() in VIDEO_TYPES
     progress(0, desc="tracking the clip (slow: every frame is fitted)" if is_clip else "loading the motion")
     try:
-        driving = pipe.load_driving(motion, max_frames=int(max_frames), progress=False)
+        driving = pipe.load_driving(motion, max_frames=max_frames, progress=False)
+    except LimitError:
+        raise  # its message names the file and the limit: the handler tells it as it is
     except (OSError, ValueError) as error:
-        message = public_message(str(error), motion)
-        message = message if motion.name in message else f"{motion.name}: {message}"
-        raise gr.Error(f"{message.rstrip('.')}. Fix or re-export the file, or pick an example motion.") from None
+        raise _unusable(motion, error) from None
     out = _result_dir()
     log: dict[str, list] = {}
     T, start = driving.pose.batch_size, time.perf_counter()
@@ -365,23 +544,32 @@ def _job_view(job: dict) -> tuple[str | None, str | None, str]:
 @handler("Create")
 def create(clip: str | None, name: str, minutes: float, max_frames: float):
     """Start a create job and follow it; the job itself runs on when the page is closed."""
-    if not clip:
+    if not clip or not isinstance(clip, (str, os.PathLike)):
         raise gr.Error("Upload a clip of one person (whole body in view, 30 s to a few minutes).")
     if Path(clip).suffix.lower() not in VIDEO_TYPES:
         raise gr.Error(f"{Path(clip).name} is not a video ({', '.join(VIDEO_TYPES)}).")
-    name = (name or "").strip()
+    name = _text(name)
     if not NAME.match(name):
         raise gr.Error("Name the avatar with letters, digits, '-' or '_' (up to 48 characters).")
+    minutes = _number(minutes, "minutes", CREATE_MINUTES)
+    max_frames = int(_number(max_frames, "max_frames", CREATE_FRAMES))
     if (ZOO / name).exists() or any(j["name"] == name and j["stage"] not in ("done", "failed") for j in _jobs.values()):
         raise gr.Error(f"An avatar named {name} exists or is being made; choose another name.")
+    try:
+        _check_upload(Path(clip))  # now, rather than in the job after it started
+    except LimitError:
+        raise
+    except (OSError, ValueError) as error:
+        message = public_message(str(error), clip)  # the library's says what to do
+        raise gr.Error(message if Path(clip).name in message else f"{Path(clip).name}: {message}") from None
     job_id = uuid.uuid4().hex[:8]
     out = _result_dir()
     work = ZOO / f".{name}.work"
     clip_copy = out / "clip" / Path(clip).name  # the upload cache may be cleaned while the job runs; the name is the upload's
     clip_copy.parent.mkdir()
     shutil.copyfile(clip, clip_copy)
-    job = {"id": job_id, "name": name, "clip": str(clip_copy), "work": work, "out": out, "minutes": float(minutes),
-           "steps": max(200, int(minutes * 60)), "max_frames": int(max_frames), "stage": "queued"}  # fmt: skip
+    job = {"id": job_id, "name": name, "clip": str(clip_copy), "work": work, "out": out, "minutes": minutes,
+           "steps": max(200, int(minutes * 60)), "max_frames": max_frames, "stage": "queued"}  # fmt: skip
     _jobs[job_id] = job
     threading.Thread(target=_run_job, args=(job,), daemon=True, name=f"create-{name}").start()
     while True:
@@ -407,15 +595,19 @@ def live(frame, avatar: str, strength: float, request: gr.Request):
         return None
     from ram_avatar.pipelines.live import LiveSession
 
-    key = _check_key(avatar)
+    key, strength = _check_key(avatar), _number(strength, "strength", STRENGTH)
+    shape = getattr(frame, "shape", ())
+    if len(shape) != 3 or shape[2] != 3:
+        raise gr.Error("A camera frame must be an RGB image.")
+    check_limit("video_pixels", shape[0] * shape[1], "the camera frame")
     session_id = request.session_hash or "local"
     current = _live.get(session_id)
     if current is None or current[0] != key:
         if current is not None:
             current[1].close()
-        current = _live[session_id] = (key, LiveSession(get_pipeline(key), mda_strength=float(strength)))
+        current = _live[session_id] = (key, LiveSession(get_pipeline(key), mda_strength=strength))
     session = current[1]
-    session.mda_strength = float(strength)
+    session.mda_strength = strength
     rendered = session(frame)
     return None if rendered is None else rendered.image
 
@@ -433,7 +625,7 @@ def zoo_markdown() -> str:
 
 @handler("Loading from the Hub")
 def load_from_hub(repo_id: str):
-    repo_id = (repo_id or "").strip()
+    repo_id = _text(repo_id)
     if not HUB_ID.match(repo_id):
         raise gr.Error("A Hub id looks like owner/name.")
     from ram_avatar.pipelines import RamAvatarPipeline
@@ -451,10 +643,10 @@ def load_from_hub(repo_id: str):
 @handler("Push")
 def push(avatar: str, repo_id: str, token: str, private: bool) -> str:
     key = _check_key(avatar)
-    repo_id = (repo_id or "").strip()
+    repo_id = _text(repo_id)
     if not HUB_ID.match(repo_id):
         raise gr.Error("A Hub id looks like owner/name.")
-    if not token:
+    if not token or not isinstance(token, str):
         raise gr.Error("Pushing needs a Hub token with write access (huggingface.co/settings/tokens).")
     try:
         commit = get_pipeline(key).push_to_hub(repo_id, token=token, private=bool(private) or None)
@@ -484,7 +676,7 @@ def build_app() -> gr.Blocks:
     names = [name for name, _ in entries]
     first = names[0] if names else None
     motions = example_motions()
-    with gr.Blocks(title="ram-avatar", analytics_enabled=False) as demo:
+    with StrictBlocks(title="ram-avatar", analytics_enabled=False, delete_cache=(CACHE_CHECK_S, CACHE_AGE_S)) as demo:
         gr.Markdown("# ram-avatar\nReal-time full-body avatars from one video (RAM-Avatar, CVPR 2024). "
                     "Only make or share avatars of people who agreed to it.")  # fmt: skip
         with gr.Tab("Animate"):
@@ -497,8 +689,10 @@ def build_app() -> gr.Blocks:
                 with gr.Column():
                     example = gr.Dropdown([NO_EXAMPLE] + motions, value=motions[0] if motions else NO_EXAMPLE,
                                           label=f"...or an example motion ('{NO_EXAMPLE}': the file)")  # fmt: skip
-                    strength = gr.Slider(0, 1, value=DEFAULT_STRENGTH, step=0.05, label="MDA strength (0 = the motion as it is; more pulls poses far outside the avatar's range further in)")
-                    max_frames = gr.Slider(10, 900, value=150, step=10, label="Frames (at most)")
+                    strength = gr.Slider(*STRENGTH, value=DEFAULT_STRENGTH, step=0.05,
+                                         label="MDA strength (0 = the motion as it is; more pulls poses far outside "
+                                               "the avatar's range further in)")  # fmt: skip
+                    max_frames = gr.Slider(*ANIMATE_FRAMES, value=150, step=10, label="Frames (at most)")
                     go = gr.Button("Animate", variant="primary")
             with gr.Row():
                 video = gr.Video(label="Avatar", interactive=False, autoplay=True, loop=True, height=380)
@@ -516,8 +710,8 @@ def build_app() -> gr.Blocks:
                 clip = gr.File(label="Clip", file_types=list(VIDEO_TYPES), type="filepath")
                 with gr.Column():
                     name = gr.Textbox(label="Avatar name", value="my-avatar")
-                    minutes = gr.Slider(1, 120, value=10, step=1, label="Training minutes")
-                    frames = gr.Slider(30, 1800, value=300, step=10, label="Frames tracked (at most)")
+                    minutes = gr.Slider(*CREATE_MINUTES, value=10, step=1, label="Training minutes")
+                    frames = gr.Slider(*CREATE_FRAMES, value=300, step=10, label="Frames tracked (at most)")
                     start = gr.Button("Create", variant="primary")
             if EXAMPLE_CLIP.is_file():
                 gr.Examples([[str(EXAMPLE_CLIP), "dancer"]], [clip, name], label="Example clip: a synthetic (rendered) dancer")
@@ -532,7 +726,7 @@ def build_app() -> gr.Blocks:
             gr.Markdown("Webcam in, avatar out, frame by frame: each frame is detected, fitted and rendered on this machine.")
             with gr.Row():
                 avatar_l = gr.Dropdown(names, value=first, label="Avatar")
-                strength_l = gr.Slider(0, 1, value=DEFAULT_STRENGTH, step=0.05, label="MDA strength")
+                strength_l = gr.Slider(*STRENGTH, value=DEFAULT_STRENGTH, step=0.05, label="MDA strength")
             with gr.Row():
                 webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera")
                 live_out = gr.Image(label="Avatar", type="numpy", interactive=False)
@@ -565,6 +759,7 @@ def build_app() -> gr.Blocks:
 def launch(**kwargs) -> tuple:
     """Build and launch; ``kwargs`` go to ``Blocks.launch`` (e.g. ``prevent_thread_lock=True``)."""
     OUTPUTS.mkdir(parents=True, exist_ok=True)
+    prune_outputs()  # what earlier runs left
     from ram_avatar.device import keep_freed_memory
 
     keep_freed_memory()  # fewer page faults while rendering (see there)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ram_avatar.atomic import staged_file
 from ram_avatar.body import JOINT_NAMES, BodyTemplate, SmplxPose
 from ram_avatar.render import Camera, interpolate, rasterize
 
@@ -82,8 +83,8 @@ def render_demo(
         normals = interpolate(fragments, template.faces, body.normals @ camera.R[0].T)
         frames.append(shade(canonical, fragments.mask, normals)[0].cpu().numpy())
     video = np.stack(frames)
-    tmp = out_path.with_name(out_path.stem + ".partial" + out_path.suffix)
-    iio.imwrite(tmp, video, fps=fps, codec="libx264", plugin="pyav")
-    tmp.replace(out_path)  # never leave a half-written video under the real name
-    iio.imwrite(out_path.with_suffix(".png"), video[num_frames // 2])
+    with staged_file(out_path) as tmp:  # never a half-written video under the real name, nor a leftover
+        iio.imwrite(tmp, video, fps=fps, codec="libx264", plugin="pyav")
+    with staged_file(out_path.with_suffix(".png")) as tmp:
+        iio.imwrite(tmp, video[num_frames // 2])
     return out_path

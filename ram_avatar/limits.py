@@ -16,6 +16,7 @@ import os
 LIMITS: dict[str, tuple[float | tuple[float, float], str]] = {
     "motion_file_mb": (512.0, "size of a motion file (BVH / .npz / .json) in MB"),
     "motion_frames": (200_000, "frames of motion kept after resampling (about 1.8 h at 30 fps)"),
+    "bvh_joints": (1000, "joints in a BVH file's skeleton"),
     "fps": ((0.1, 1000.0), "frames per second of a motion or video"),
     "video_pixels": (4096 * 4096, "pixels in one video frame"),
     "video_seconds": (3600.0, "duration of a video to track or drive with, in seconds"),

@@ -213,7 +213,7 @@ def test_create_job_reports_and_adds_to_the_zoo(served, tmp_path, monkeypatch):
 
     monkeypatch.setattr(cli, "create_avatar", fake_create)
     clip = tmp_path / "me.mp4"
-    clip.write_bytes(b"\0" * 10)
+    shutil.copyfile(app.EXAMPLE_CLIP, clip)  # a real clip: create checks it against the limits first
     views = list(app.create(str(clip), "me", 1, 30))
     preview, _, status = views[-1]
     assert Path(preview).is_relative_to(app.OUTPUTS) and "done" in status and "me (local)" in status

@@ -168,8 +168,11 @@ def test_resume_continues_exactly(subject_dir, tmp_path):
     Trainer(subject_dir, tmp_path / "b", half, progress=False, cache_dir=cache).run(until_step=2)
     with pytest.raises(FileExistsError, match="--resume"):
         train(subject_dir, tmp_path / "b", half, progress=False, cache_dir=cache)
+    stale = tmp_path / "b" / "checkpoints" / ".last.writing-3"  # what a run killed while saving leaves
+    (stale / "pytorch_model").mkdir(parents=True)
     resumed = Trainer(subject_dir, tmp_path / "b", half, resume=True, progress=False, cache_dir=cache)
     assert resumed.state["step"] == 2
+    assert not stale.exists(), "--resume removes a half-written checkpoint"
     resumed.run()
     assert resumed.state["step"] == 4
     assert resumed.state["last_losses"]["loss/total"] == pytest.approx(straight.state["last_losses"]["loss/total"], rel=1e-5)

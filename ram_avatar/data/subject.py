@@ -10,7 +10,6 @@ import json
 import operator
 import os
 import shutil
-import uuid
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from ram_avatar import __version__
-from ram_avatar.atomic import replace_folder
+from ram_avatar.atomic import partial_path, remove_stale, replace_folder
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.data.format import (
     CAMERA_ARRAYS, CAMERA_FILE, FORMAT_NAME, FORMAT_VERSION, FRAMES_DIR, KEYPOINT_ARRAYS,
@@ -330,7 +329,8 @@ def write_subject(path: str | os.PathLike, data: SubjectData, overwrite: bool = 
 
     Everything is written into a hidden staging folder next to ``path`` (same filesystem), flushed
     to disk and renamed into place, so ``path`` never holds a half-written dataset: on any error
-    the staging folder is removed and an existing dataset is left untouched. An existing ``path``
+    the staging folder is removed (one left by a killed run, by the next write: see
+    :mod:`ram_avatar.atomic`) and an existing dataset is left untouched. An existing ``path``
     is replaced only with ``overwrite=True``, and only if it is a subject dataset or an empty
     folder (else :class:`FileExistsError`). ``data`` may be lazily loaded from ``path`` itself.
 
@@ -341,7 +341,8 @@ def write_subject(path: str | os.PathLike, data: SubjectData, overwrite: bool = 
     meta, smplx, camera, keypoints = _to_files(data, target)
     _check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.writing-{uuid.uuid4().hex[:8]}"
+    remove_stale(target)  # what a killed run half-wrote
+    staging = partial_path(target)
     staging.mkdir()
     try:
         for folder, images in ((FRAMES_DIR, data.frames), (MASKS_DIR, data.masks)):

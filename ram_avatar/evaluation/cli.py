@@ -15,8 +15,10 @@ for each run; every evals/<run>/metrics.md is one row."""
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from ram_avatar.atomic import check_output
     from ram_avatar.evaluation.evaluate import evaluate_avatar
 
+    check_output(args.out_dir, "folder")  # before the avatar loads and renders
     result = evaluate_avatar(
         args.avatar, args.subject_dir, args.out_dir, every_k=args.every_k, masked=args.masked,
         ood_motion=args.ood_motion, ood_frames=args.ood_frames, mda_strength=args.mda_strength,

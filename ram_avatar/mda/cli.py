@@ -85,8 +85,10 @@ def _common(args: argparse.Namespace) -> dict:
 
 
 def run_prior_train(args: argparse.Namespace) -> int:
+    from ram_avatar.atomic import check_output
     from ram_avatar.mda.train import train_prior
 
+    check_output(args.out, "folder")
     model_kwargs = {"latent_dim": args.latent_dim} | ({"hidden_dim": args.hidden_dim} if args.hidden_dim else {})
     result = train_prior(args.inputs, args.out, args.steps, holdout=args.holdout, fps=args.fps,
                          mirror=not args.no_mirror, model_kwargs=model_kwargs, **_common(args))  # fmt: skip
@@ -98,8 +100,10 @@ def run_prior_train(args: argparse.Namespace) -> int:
 
 
 def run_decoder_train(args: argparse.Namespace) -> int:
+    from ram_avatar.atomic import check_output
     from ram_avatar.mda.train import train_subject_decoder
 
+    check_output(args.out, "folder")
     model_kwargs = {"hidden_dim": args.hidden_dim} if args.hidden_dim else None
     result = train_subject_decoder(args.subject, args.prior, args.out, args.steps, fps=args.fps,
                                    model_kwargs=model_kwargs, **_common(args))  # fmt: skip
@@ -114,6 +118,7 @@ def run_decoder_train(args: argparse.Namespace) -> int:
 def run_align_apply(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ram_avatar.atomic import check_output
     from ram_avatar.device import default_device
     from ram_avatar.mda.align import align
     from ram_avatar.mda.report import plot_ood, write_ood_csv
@@ -123,6 +128,8 @@ def run_align_apply(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".npz":
         raise ValueError(f"the aligned motion is written as .npz; got {out}")
+    for path in (out, out.with_suffix(".png"), out.with_suffix(".csv")):  # before the models load
+        check_output(path)
     device = args.device or default_device()
     prior, decoder = load_prior(args.prior).to(device), load_decoder(args.decoder).to(device)
     motion = load_motion(args.motion, fps=decoder.fps)  # the decoder's "former pose" is 1/fps back

@@ -5,16 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from pathlib import Path
 
+from ram_avatar.atomic import staged_file
 from ram_avatar.mda.align import OOD_RANGE, AlignResult
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=path.name + ".", suffix=".partial", delete=False) as f:
-        f.write(data)
-    os.replace(f.name, path)
+    """``data`` as the whole file at ``path`` (with the umask's mode, as every output), or nothing."""
+    with staged_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def plot_ood(

@@ -25,6 +25,7 @@ from accelerate import Accelerator
 from torch import nn
 from tqdm.auto import tqdm
 
+from ram_avatar.atomic import staged_file
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.device import default_device
 from ram_avatar.mda.augment import jitter, mirror_body_pose
@@ -220,9 +221,8 @@ def _accelerator() -> Accelerator:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        f.write(text)
-    os.replace(f.name, path)
+    with staged_file(path) as tmp:  # the umask's mode, as every output (a NamedTemporaryFile's is 0600)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _save_model(model: nn.Module, out_dir: Path, metrics: dict) -> None:

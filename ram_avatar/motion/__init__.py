@@ -1,9 +1,11 @@
 """Driving motion as SMPL-X-layout pose sequences: BVH (any common skeleton), AMASS and SMPL-X
 parameter files, videos and tracked clips, resampled to any frame rate.
 
-``load_motion(path, fps=None)`` -> :class:`Motion`; ``save_motion(motion, "clip.npz")``;
-``find_motion_files(folder)``. Malformed files raise :class:`MotionFormatError` (a
-``ValueError``) saying which file and field are wrong and what was expected.
+``load_motion(path, fps=None, max_frames=None)`` -> :class:`Motion`; ``save_motion(motion,
+"clip.npz")``; ``find_motion_files(folder)``. Malformed files raise :class:`MotionFormatError` (a
+``ValueError``) saying which file and field are wrong and what was expected; files over a limit
+(size, frame rate, frames kept: ``ram_avatar.limits``) raise ``LimitError`` (a ``ValueError`` too),
+checked before the work they would cost.
 """
 
 from ram_avatar.lazy import lazy_exports

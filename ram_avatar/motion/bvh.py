@@ -50,8 +50,12 @@ with world-aligned joint frames. So, per frame:
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import roma
@@ -60,10 +64,12 @@ import torch
 from ram_avatar.body.layout import JOINT_NAMES, PARENTS, SmplxPose
 from ram_avatar.motion import reference
 from ram_avatar.motion.names import assign_spine, match_names
-from ram_avatar.motion.sequence import MotionFormatError, check_finite
+from ram_avatar.limits import check_limit
+from ram_avatar.motion.sequence import MotionFormatError, Resampling, apply_resampling, check_finite, plan_resampling
 
 _CHANNELS = ("xposition", "yposition", "zposition", "xrotation", "yrotation", "zrotation")
 _INDEX = {name: i for i, name in enumerate(JOINT_NAMES)}
+_MAX_LINE = 1 << 20  # characters: a frame of 10,000 joints fits; a file without line breaks does not
 # A bone turned further than this from SMPL-X's T-pose at rest (after its parent's correction)
 # comes from a rest pose that is not a bind pose, whose joint frames' twist is unknown.
 _FAR_FROM_REST = np.radians(60.0)
@@ -86,12 +92,15 @@ class BvhJoint:
 
 @dataclass
 class Bvh:
-    """A parsed BVH file: the skeleton and (T, C) channel values (degrees / file units)."""
+    """A parsed BVH file: the skeleton and (K, C) channel values (degrees / file units) of K of
+    its frames (all of them unless the reader was told which to keep)."""
 
     joints: list[BvhJoint]
     frame_time: float
-    values: np.ndarray  # (T, C) float64, channels in joint order
+    values: np.ndarray  # (K, C) float64, channels in joint order
     path: str
+    frames: np.ndarray  # (K,) the frame of the file each row of values is
+    frame_count: int  # frames in the file (its MOTION header)
 
     @property
     def names(self) -> list[str]:
@@ -101,41 +110,86 @@ class Bvh:
     def parents(self) -> list[int]:
         return [j.parent for j in self.joints]
 
+    @property
+    def fps(self) -> float:
+        """Frames per second (see :func:`frame_rate`)."""
+        return frame_rate(self.frame_time)
 
-def read_bvh(path: str | Path) -> Bvh:
-    """Parse a BVH file; anything malformed raises ``MotionFormatError`` with the line number."""
+
+def frame_rate(frame_time: float) -> float:
+    """Frames per second of a Frame Time, which is usually printed rounded (.03333 for 30 fps):
+    a rate within 0.5 % of a whole one is snapped to it."""
+    fps = 1.0 / frame_time
+    return float(round(fps)) if math.isfinite(fps) and abs(fps - round(fps)) < 0.005 * fps else fps
+
+
+def read_bvh(path: str | Path, keep: Callable[[int, float], np.ndarray] | None = None) -> Bvh:
+    """Parse a BVH file; anything malformed raises ``MotionFormatError`` with the line number.
+
+    The file is read one line at a time: the HIERARCHY, the MOTION header, then the frame lines
+    up to the last one kept, so memory grows with the frames kept, not with the file.
+    ``keep(frame_count, fps)``, called once the header is read, gives the frames to keep
+    (sorted); by default all of them. When the file's last frame is kept, the reader also
+    checks that no frame lines follow it.
+    """
     path = Path(path)
-    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
     where = f"BVH file {path}"
-    numbered: list[tuple[int, str]] = []
-    for n, line in enumerate(lines, start=1):
-        line = line.strip()
-        if line.endswith("{") and line != "{":  # "JOINT Name {" on one line
-            numbered += [(n, line[:-1].strip()), (n, "{")]
-        elif line:
-            numbered.append((n, line))
-    if not numbered or numbered[0][1].upper() != "HIERARCHY":
-        raise MotionFormatError(f"{where}: not a BVH file (the first line must be HIERARCHY)")
+    with open(path, encoding="utf-8", errors="replace") as file:  # universal newlines: \n, \r\n, \r
+        lines = _lines(file, where)
+        joints = _read_hierarchy(lines, where, path.name)
+        num_channels = sum(len(j.channels) for j in joints)
+        # A frame line holds at least one digit and a separator per channel.
+        most = os.fstat(file.fileno()).st_size // max(2 * num_channels, 1)
+        count, frame_time = _read_header(lines, where, path.name, most)
+        check_limit("fps", frame_rate(frame_time), path.name)
+        if keep is None:
+            check_limit("motion_frames", count, path.name)
+            frames = np.arange(count)
+        else:
+            frames = np.asarray(keep(count, frame_rate(frame_time)), dtype=np.int64)
+        values = _read_frames(lines, frames, count, num_channels, where)
+    return Bvh(joints, frame_time, values, str(path), frames, count)
 
+
+def _lines(file: TextIO, where: str) -> Iterator[tuple[int, str]]:
+    """The file's non-blank lines, stripped and numbered from 1, one at a time; "JOINT Name {"
+    on one line comes as two."""
+    for n, line in enumerate(iter(lambda: file.readline(_MAX_LINE), ""), start=1):
+        if len(line) == _MAX_LINE and not line.endswith("\n"):
+            raise MotionFormatError(f"{where}, line {n}: longer than {_MAX_LINE} characters; not a BVH file")
+        line = line.strip()
+        if line.endswith("{") and line != "{":
+            yield n, line[:-1].strip()
+            yield n, "{"
+        elif line:
+            yield n, line
+
+
+def _read_hierarchy(lines: Iterator[tuple[int, str]], where: str, file_name: str) -> list[BvhJoint]:
+    """The joints of the HIERARCHY section, read up to and including the MOTION line."""
+    first = next(lines, None)
+    if first is None or first[1].upper() != "HIERARCHY":
+        raise MotionFormatError(f"{where}: not a BVH file (the first line must be HIERARCHY)")
     joints: list[BvhJoint] = []
     stack: list[tuple[int, int]] = []  # (joint index, end-site index or -1) per open brace
     pending: tuple[int, int] | None = None
-    motion_at = None
-    for k, (n, line) in enumerate(numbered[1:], start=1):
+    found_motion = False
+    for n, line in lines:
         keyword, *rest = line.split()
         key = keyword.upper()
         if key == "MOTION":
-            motion_at = k
+            found_motion = True
             break
         if key in ("ROOT", "JOINT"):
             if joints and key == "ROOT" or not stack and key == "JOINT":
                 raise MotionFormatError(f"{where}, line {n}: {keyword} in the wrong place (files "
                                         "have one ROOT, and JOINTs inside its braces)")  # fmt: skip
-            name = line[len(keyword) :].strip()
-            if not name:
+            joint_name = line[len(keyword) :].strip()
+            if not joint_name:
                 raise MotionFormatError(f"{where}, line {n}: {keyword} without a name")
+            check_limit("bvh_joints", len(joints) + 1, file_name)
             parent = stack[-1][0] if stack else -1
-            joints.append(BvhJoint(name, parent, np.zeros(3), [], []))
+            joints.append(BvhJoint(joint_name, parent, np.zeros(3), [], []))
             pending = (len(joints) - 1, -1)
         elif key == "END":
             if not stack:
@@ -172,20 +226,21 @@ def read_bvh(path: str | Path) -> Bvh:
             if unknown:
                 raise MotionFormatError(f"{where}, line {n}: unknown channels {unknown}; expected "
                                         "Xposition .. Zrotation")  # fmt: skip
+            if len(set(channels)) != len(channels):
+                raise MotionFormatError(f"{where}, line {n}: CHANNELS names a channel twice")
             joints[stack[-1][0]].channels = channels
         else:
             raise MotionFormatError(f"{where}, line {n}: unexpected {keyword!r} in the HIERARCHY")
     if not joints:
         raise MotionFormatError(f"{where}: no ROOT joint in the HIERARCHY")
-    if motion_at is None or stack:
+    if not found_motion or stack:
         raise MotionFormatError(f"{where}: the file ends inside the HIERARCHY (missing '}}' or "
                                 "MOTION): it is truncated")  # fmt: skip
     names = [j.name for j in joints]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise MotionFormatError(f"{where}: joint names must be unique, repeated: {duplicates}")
-    values, frame_time = _read_motion(numbered[motion_at + 1 :], sum(len(j.channels) for j in joints), where)
-    return Bvh(joints, frame_time, values, str(path))
+    return joints
 
 
 def _floats(tokens: list[str], count: int, message: str) -> np.ndarray:
@@ -198,32 +253,55 @@ def _floats(tokens: list[str], count: int, message: str) -> np.ndarray:
     return values
 
 
-def _read_motion(lines: list[tuple[int, str]], num_channels: int, where: str) -> tuple[np.ndarray, float]:
-    """The MOTION section: ``Frames: T``, ``Frame Time: dt``, T lines of ``num_channels`` values."""
+def _read_header(lines: Iterator[tuple[int, str]], where: str, name: str, most: int) -> tuple[int, float]:
+    """(frame count, Frame Time) from the ``Frames: T`` and ``Frame Time: dt`` lines after MOTION;
+    ``name``: the file's name; ``most``: the most frames the file's size leaves room for."""
     header: dict[str, str] = {}
     for key in ("frames", "frame time"):
-        if not lines or ":" not in lines[0][1] or lines[0][1].split(":")[0].strip().lower() != key:
+        _, line = next(lines, (0, ""))
+        if ":" not in line or line.split(":")[0].strip().lower() != key:
             raise MotionFormatError(f"{where}: MOTION must be followed by 'Frames: T' and "
                                     "'Frame Time: seconds' lines")  # fmt: skip
-        header[key] = lines[0][1].split(":", 1)[1].strip()
-        lines = lines[1:]
+        header[key] = line.split(":", 1)[1].strip()
     try:
         count, frame_time = int(header["frames"]), float(header["frame time"])
     except ValueError:
         raise MotionFormatError(f"{where}: bad MOTION header {header}") from None
+    if count == 0:
+        raise MotionFormatError(f"the motion file {name} has no frames (Frames: 0); export it with at least one")
     if count < 1 or not (np.isfinite(frame_time) and frame_time > 0):
         raise MotionFormatError(f"{where}: needs at least one frame and a positive Frame Time, got "
                                 f"Frames: {count}, Frame Time: {frame_time}")  # fmt: skip
-    if len(lines) != count:
-        truncated = " (the file is truncated)" if len(lines) < count else ""
-        raise MotionFormatError(f"{where}: the header says {count} frames but {len(lines)} frame "
-                                f"lines follow{truncated}")  # fmt: skip
-    values = np.empty((count, num_channels))
+    if count > most:
+        raise MotionFormatError(f"{where}: the header says {count} frames, more than the file could hold "
+                                f"(at most {most}): it is truncated or the header is wrong")  # fmt: skip
+    return count, frame_time
+
+
+def _read_frames(
+    lines: Iterator[tuple[int, str]], frames: np.ndarray, count: int, num_channels: int, where: str
+) -> np.ndarray:
+    """The values (K, C) of frames ``frames`` (sorted, below ``count``), reading frame lines up
+    to the last of them; frames in between are skipped unparsed."""
+    values = np.empty((len(frames), num_channels))
+    row, read = 0, 0
     for i, (n, line) in enumerate(lines):
-        message = f"{where}, line {n} (frame {i}): the hierarchy declares {num_channels} channels"
-        values[i] = _floats(line.split(), num_channels, message)
-    check_finite(values, f"{where}: MOTION data")
-    return values, frame_time
+        if i == count:  # the last frame was kept: nothing may follow it
+            extra = 1 + sum(1 for _ in lines)
+            raise MotionFormatError(f"{where}: the header says {count} frames but {count + extra} frame "
+                                    "lines follow")  # fmt: skip
+        read = i + 1
+        if row < len(frames) and frames[row] == i:
+            message = f"{where}, line {n} (frame {i}): the hierarchy declares {num_channels} channels"
+            values[row] = _floats(line.split(), num_channels, message)
+            row += 1
+            if row == len(frames) and i < count - 1:
+                break  # the frames after the last one kept are not read at all
+    if row < len(frames):
+        raise MotionFormatError(f"{where}: the header says {count} frames but {read} frame "
+                                "lines follow (the file is truncated)")  # fmt: skip
+    check_finite(values, f"{where}: MOTION data", frames)
+    return values
 
 
 def _axis_rotations(axis: int, radians: torch.Tensor) -> torch.Tensor:
@@ -534,13 +612,27 @@ def joint_positions(bvh: Bvh, extra_names: dict[str, list[str]] | None = None) -
 
 
 def load_bvh(
-    path: str | Path, extra_names: dict[str, list[str]] | None = None
+    path: str | Path,
+    extra_names: dict[str, list[str]] | None = None,
+    *,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    source_fps: float | None = None,
 ) -> tuple[SmplxPose, float, dict[str, str]]:
-    """Read and retarget a BVH file: (poses, frames per second, SMPL-X -> BVH joint names)."""
-    bvh = read_bvh(path)
+    """Read and retarget a BVH file: (poses, frames per second, SMPL-X -> BVH joint names).
+
+    The poses are at ``fps`` (default: the file's rate, or ``source_fps``, which overrides the
+    file's), at most ``max_frames`` of them. Only the file's frames those need are read and
+    retargeted (see :func:`read_bvh`); the frame rates and the number of frames kept are
+    checked against ``ram_avatar.limits`` before any frame is read.
+    """
+    path = Path(path)
+
+    def plan(count: int, file_fps: float) -> Resampling:
+        rate = source_fps or file_fps
+        return plan_resampling(count, rate, fps or rate, max_frames, path.name)
+
+    bvh = read_bvh(path, lambda count, file_fps: plan(count, file_fps).sources)
     pose, joint_map = retarget(bvh, extra_names)
-    fps = 1.0 / bvh.frame_time
-    # Frame Time is usually printed rounded (.03333 for 30 fps): snap to a whole rate within 0.5 %.
-    if abs(fps - round(fps)) < 0.005 * fps:
-        fps = float(round(fps))
-    return pose, fps, joint_map
+    pose = apply_resampling(pose, plan(bvh.frame_count, bvh.fps).among(bvh.frames))
+    return pose, float(fps or source_fps or bvh.fps), joint_map

@@ -6,10 +6,12 @@ import argparse
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from ram_avatar.atomic import check_output
     from ram_avatar.body.layout import JOINT_NAMES
     from ram_avatar.motion import load_motion, save_motion
 
-    motion = load_motion(args.file, fps=args.fps, source_fps=args.source_fps)
+    check_output(args.out)  # before a long file is read
+    motion = load_motion(args.file, fps=args.fps, max_frames=args.max_frames, source_fps=args.source_fps)
     path = save_motion(motion, args.out)
     print(f"wrote {path}: {motion.num_frames} frames at {motion.fps:g} fps ({motion.duration:.2f} s)")
     if motion.joint_map:
@@ -33,6 +35,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument("file", help="input motion file")
     convert.add_argument("out", help="output .npz")
     convert.add_argument("--fps", type=float, default=None, help="resample to this frame rate")
+    convert.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames")
     convert.add_argument("--source-fps", type=float, default=None,
                          help="the input's frame rate, for files that store none")  # fmt: skip
     convert.set_defaults(run=_convert)

@@ -14,6 +14,9 @@ import roma
 import torch
 
 from ram_avatar.body.layout import SmplxPose
+from ram_avatar.limits import check_limit
+
+MB = 1 << 20  # bytes in a megabyte, as the file size limits count them
 
 
 class MotionFormatError(ValueError):
@@ -44,32 +47,90 @@ class Motion:
         """Seconds from the first to the last frame."""
         return (self.num_frames - 1) / self.fps
 
-    def resample(self, fps: float) -> "Motion":
-        """The clip at another frame rate, same first and last frame (see :func:`resample`)."""
-        pose = resample(self.pose, self.fps, fps)
+    def resample(self, fps: float, max_frames: int | None = None) -> "Motion":
+        """The clip at another frame rate, same first frame, at most ``max_frames`` frames (see
+        :func:`resample`)."""
+        pose = resample(self.pose, self.fps, fps, max_frames, self.name)
         return Motion(pose, float(fps), self.name, self.source, dict(self.joint_map))
 
 
-def resample(pose: SmplxPose, fps: float, new_fps: float) -> SmplxPose:
-    """Resample a pose sequence (batch T) from ``fps`` to ``new_fps``.
+@dataclass(frozen=True)
+class Resampling:
+    """Which source frames make each output frame: frame i is the slerp (rotations) and lerp
+    (translation) of source frames ``lower[i]`` and ``upper[i]`` by ``weight[i]``."""
+
+    lower: np.ndarray  # (T',) int64
+    upper: np.ndarray  # (T',) int64; equal to lower where the weight is 0
+    weight: np.ndarray  # (T',) float64 in [0, 1)
+
+    @property
+    def sources(self) -> np.ndarray:
+        """The source frames used, sorted: the only ones a reader needs to keep."""
+        return np.union1d(self.lower, self.upper)
+
+    def among(self, sources: np.ndarray) -> "Resampling":
+        """The same plan for a clip of just the source frames ``sources`` (sorted, holding
+        :attr:`sources`)."""
+        return Resampling(np.searchsorted(sources, self.lower), np.searchsorted(sources, self.upper), self.weight)
+
+
+def resampled_count(count: int, fps: float, new_fps: float) -> int:
+    """Frames of a ``count``-frame clip at ``fps`` resampled to ``new_fps`` (computed, nothing
+    allocated): frame i is at time i / new_fps, up to the last whole frame within the clip."""
+    return int(math.floor((count - 1) * new_fps / fps + 1e-6)) + 1
+
+
+def plan_resampling(
+    count: int, fps: float, new_fps: float, max_frames: int | None = None, what: str = "the motion"
+) -> Resampling:
+    """The :class:`Resampling` of a ``count``-frame clip from ``fps`` to ``new_fps``, keeping at
+    most ``max_frames`` frames. The rates and the number of frames kept are checked against
+    the limits (``ram_avatar.limits``) before anything is allocated; ``what`` names the input."""
+    check_limit("fps", fps, what)
+    check_limit("fps", new_fps, f"{what} (the requested rate)")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    if count < 1:
+        raise MotionFormatError(f"{what} has no frames")
+    kept = resampled_count(count, fps, new_fps)
+    kept = kept if max_frames is None else min(kept, max_frames)
+    check_limit("motion_frames", kept, what)
+    times = np.arange(kept, dtype=np.float64) * (fps / new_fps)
+    lower = np.minimum(np.floor(times).astype(np.int64), count - 1)
+    weight = times - lower
+    upper = np.where(weight > 0, np.minimum(lower + 1, count - 1), lower)
+    return Resampling(lower, upper, weight)
+
+
+def resample(
+    pose: SmplxPose, fps: float, new_fps: float, max_frames: int | None = None, what: str = "the motion"
+) -> SmplxPose:
+    """Resample a pose sequence (batch T) from ``fps`` to ``new_fps``, keeping at most
+    ``max_frames`` frames (only those are computed).
 
     Frame i of the result is at time i / new_fps; the result ends at the last whole frame
     within the clip, so the duration is kept to within one new frame. Joint rotations are
-    interpolated by quaternion slerp, translations linearly.
+    interpolated by quaternion slerp, translations linearly. Rates and frame counts are
+    checked first (see :func:`plan_resampling`).
     """
-    if not (math.isfinite(new_fps) and new_fps > 0):
-        raise ValueError(f"the target frame rate must be a positive number, got {new_fps}")
-    count = pose.batch_size
-    new_count = int(math.floor((count - 1) * new_fps / fps + 1e-6)) + 1
-    times = torch.arange(new_count, dtype=torch.float64) * (fps / new_fps)
-    lower = times.floor().long().clamp(max=count - 1)
-    upper = (lower + 1).clamp(max=count - 1)
-    weight = (times - lower).to(pose.transl.dtype).to(pose.transl.device)
-    lower, upper = lower.to(pose.transl.device), upper.to(pose.transl.device)
+    plan = plan_resampling(pose.batch_size, fps, new_fps, max_frames, what)
+    if fps == new_fps:  # nothing to interpolate: the leading frames as they are
+        return pose[: len(plan.lower)]
+    return apply_resampling(pose, plan)
 
+
+def apply_resampling(pose: SmplxPose, plan: Resampling) -> SmplxPose:
+    """The output frames of ``plan`` from ``pose`` (its source frames); only the source frames
+    the plan uses are converted."""
+    if not plan.weight.any():  # every output frame is a source frame: copied exactly
+        return pose[torch.from_numpy(plan.lower)]
+    used = plan.sources
+    pose, plan = pose[torch.from_numpy(used)], plan.among(used)
+    device = pose.transl.device
+    lower, upper = torch.from_numpy(plan.lower).to(device), torch.from_numpy(plan.upper).to(device)
+    weight = torch.from_numpy(plan.weight).to(pose.transl.dtype).to(device)
     quats = roma.rotvec_to_unitquat(pose.full())  # (T, 55, 4)
-    q0, q1 = quats[lower], quats[upper]
-    full = roma.unitquat_to_rotvec(_slerp(q0, q1, weight[:, None, None]))
+    full = roma.unitquat_to_rotvec(_slerp(quats[lower], quats[upper], weight[:, None, None]))
     transl = torch.lerp(pose.transl[lower], pose.transl[upper], weight[:, None])
     return SmplxPose.from_full(full, transl)
 
@@ -87,13 +148,19 @@ def _slerp(q0: torch.Tensor, q1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(a * q0 + b * q1, dim=-1)
 
 
-def check_finite(array: np.ndarray, what: str) -> None:
-    """Raise ``MotionFormatError`` naming ``what`` and the first frame holding NaN or inf."""
-    bad = ~np.isfinite(array)
+def check_finite(array: np.ndarray, what: str, frames: np.ndarray | None = None) -> None:
+    """Raise ``MotionFormatError`` naming ``what`` and the first frame holding NaN, inf or a
+    number beyond float32's range (poses are stored as float32, where it would become inf).
+
+    ``frames``: the frame number of each row of ``array``, when it holds only some frames.
+    """
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(array) | (np.abs(array) > np.finfo(np.float32).max)
     if bad.any():
-        frame = int(np.argwhere(bad)[0][0]) if array.ndim else 0
-        raise MotionFormatError(f"{what} holds NaN or infinite values (first at frame {frame}); "
-                                "repair or re-export the file")  # fmt: skip
+        row = int(np.argwhere(bad)[0][0]) if array.ndim else 0
+        frame = row if frames is None else int(frames[row])
+        raise MotionFormatError(f"{what} holds NaN or infinite values, or numbers too large for float32 "
+                                f"(first at frame {frame}); repair or re-export the file")  # fmt: skip
 
 
 def upright_rotation(global_orient: torch.Tensor) -> torch.Tensor:

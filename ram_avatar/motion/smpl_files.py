@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from ram_avatar.body.layout import NUM_JOINTS, POSE_PARTS, SmplxPose
-from ram_avatar.motion.sequence import MotionFormatError, check_finite, rotate_world, upright_rotation
+from ram_avatar.limits import check_limit
+from ram_avatar.motion.sequence import MB, MotionFormatError, check_finite, rotate_world, upright_rotation
 
 FORMAT_NAME = "ram-avatar-motion"  # the "format" entry of files written by save_motion
 FPS_KEYS = ("fps", "mocap_framerate", "mocap_frame_rate", "frame_rate")
@@ -73,6 +74,16 @@ def _frame_rate(fields: dict[str, object], where: str) -> float | None:
     if value.size != 1 or value[0] <= 0:
         raise MotionFormatError(f"{where}: {key!r} must be one positive number, got {value.tolist()[:4]}")
     return float(value[0])
+
+
+def _no_frames(path: Path) -> MotionFormatError:
+    return MotionFormatError(f"the motion file {path.name} has no frames; export it with at least one")
+
+
+def _check_frames(array: np.ndarray | None, path: Path) -> None:
+    """Refuse a clip whose per-frame array ``array`` is empty (None: absent, reported later)."""
+    if array is not None and array.size == 0:
+        raise _no_frames(path)
 
 
 def amass_pose(poses: np.ndarray, trans: np.ndarray, where: str) -> SmplxPose:
@@ -135,10 +146,16 @@ def load_npz(path: Path) -> tuple[SmplxPose, float | None, dict[str, str] | None
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise MotionFormatError(f"{where}: not a readable .npz archive ({error})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):  # a single .npy array under an .npz name
+        raise MotionFormatError(f"{where}: not a readable .npz archive (it holds a single array)")
     with data:
+        # A compressed archive can hold far more than its size: bound what it unpacks to as well.
+        unpacked = sum(info.file_size for info in data.zip.infolist())
+        check_limit("motion_file_mb", unpacked / MB, f"{path.name} (unpacked)")
         keys = set(data.files)
         if "poses" in keys:
             fields = {k: _read(data, k, where) for k in ("poses", "trans") if k in keys}
+            _check_frames(fields["poses"], path)
             if "trans" not in fields:
                 raise MotionFormatError(f"{where}: AMASS files need 'trans' (T, 3) next to 'poses'")
             pose = amass_pose(fields["poses"], fields["trans"], where)
@@ -146,6 +163,7 @@ def load_npz(path: Path) -> tuple[SmplxPose, float | None, dict[str, str] | None
         elif keys & {"global_orient", "body_pose"}:
             names = set(POSE_PARTS) | {"transl", "flat_hand_mean", *FPS_KEYS}
             fields = {k: _read(data, k, where) for k in keys & names}
+            _check_frames(fields.get("global_orient", fields.get("body_pose")), path)
             pose = smplx_pose(fields, where)
             if _text(data, "format") == FORMAT_NAME:
                 meta = {k: _text(data, k) for k in ("name", "joint_map")}
@@ -164,7 +182,9 @@ def load_json(path: Path) -> tuple[SmplxPose, float | None]:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise MotionFormatError(f"{where}: not valid JSON ({error})") from None
     if isinstance(content, list):  # one object per frame
-        if not content or not all(isinstance(f, dict) for f in content):
+        if not content:
+            raise _no_frames(path)
+        if not all(isinstance(f, dict) for f in content):
             raise MotionFormatError(f"{where}: a JSON list must hold one object per frame")
         keys = set(content[0])
         content = {k: [f.get(k) for f in content] for k in keys if k not in FPS_KEYS} | {
@@ -174,5 +194,6 @@ def load_json(path: Path) -> tuple[SmplxPose, float | None]:
         raise MotionFormatError(f"{where}: expected an object of SMPL-X parameter arrays")
     names = set(POSE_PARTS) | {"transl", "flat_hand_mean", *FPS_KEYS}
     fields = {k: _numeric(v, k, where) for k, v in content.items() if k in names}
+    _check_frames(fields.get("global_orient", fields.get("body_pose")), path)
     pose = smplx_pose(fields, where)
     return rotate_world(pose, upright_rotation(pose.global_orient)), _frame_rate(fields, where)

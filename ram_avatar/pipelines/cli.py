@@ -36,37 +36,46 @@ def create_avatar(
     prior is given, default: the bundled example's, see :func:`default_prior`; ``mda=False``
     skips it), assemble. Intermediate results go to ``work`` (default ``OUT.work``) and are
     reused by a rerun (tracking and training resume; finished stages are kept). ``synthetic``: the
-    clip shows a rendered, synthetic person (the model cards say so; see ``from_training``)."""
+    clip shows a rendered, synthetic person (the model cards say so; see ``from_training``).
+    Both folders are checked to be writable before any work; a failed run leaves no folder it
+    made empty."""
+    from ram_avatar.atomic import check_output, removed_if_new
     from ram_avatar.pipelines import RamAvatarPipeline
     from ram_avatar.tracking.pipeline import track
     from ram_avatar.training.train_avatar import TrainConfig, Trainer
 
     out_path = Path(out)
     work_dir = Path(work) if work else out_path.with_name(out_path.name + ".work")
+    check_output(out_path, "folder")
+    check_output(work_dir, "folder")
     subject, run = work_dir / "subject", work_dir / "train"
-    if not (subject / "meta.json").is_file():
-        track(clip, subject, resolution=resolution, max_frames=max_frames, resume=True, device=device, progress=progress)
-    if not (run / "avatar" / "config.json").is_file():
-        trainer = Trainer(subject, run, TrainConfig(config=config, steps=steps), minutes=minutes,
-                          resume=(run / "checkpoints" / "last").is_dir(), cpu=device == "cpu", progress=progress)  # fmt: skip
-        if trainer_hook is not None:
-            trainer_hook(trainer)
-        trainer.run()
-    decoder = None
-    prior = (prior or default_prior()) if mda else None
-    if prior is not None:
-        from ram_avatar.mda import train_subject_decoder
+    with removed_if_new(work_dir):
+        if not (subject / "meta.json").is_file():
+            track(clip, subject, resolution=resolution, max_frames=max_frames, resume=True, device=device,
+                  progress=progress)  # fmt: skip
+        if not (run / "avatar" / "config.json").is_file():
+            trainer = Trainer(subject, run, TrainConfig(config=config, steps=steps), minutes=minutes,
+                              resume=(run / "checkpoints" / "last").is_dir(), cpu=device == "cpu",
+                              progress=progress)  # fmt: skip
+            if trainer_hook is not None:
+                trainer_hook(trainer)
+            trainer.run()
+        decoder = None
+        prior = (prior or default_prior()) if mda else None
+        if prior is not None:
+            from ram_avatar.mda import train_subject_decoder
 
-        decoder_dir = work_dir / "pose_decoder"
-        if (decoder_dir / "model.safetensors").is_file():
-            from ram_avatar.mda.train import load_decoder
+            decoder_dir = work_dir / "pose_decoder"
+            if (decoder_dir / "model.safetensors").is_file():
+                from ram_avatar.mda.train import load_decoder
 
-            decoder = load_decoder(decoder_dir)
-        else:
-            decoder = train_subject_decoder(subject, prior, decoder_dir, decoder_steps, progress=progress).model
-    pipe = RamAvatarPipeline.from_training(subject, run / "avatar", decoder=decoder, prior=prior if decoder is not None else None,
-                                           name=name or out_path.name, synthetic=synthetic, device=device)  # fmt: skip
-    return pipe.save_pretrained(out_path)
+                decoder = load_decoder(decoder_dir)
+            else:
+                decoder = train_subject_decoder(subject, prior, decoder_dir, decoder_steps, progress=progress).model
+        pipe = RamAvatarPipeline.from_training(subject, run / "avatar", decoder=decoder,
+                                               prior=prior if decoder is not None else None, name=name or out_path.name,
+                                               synthetic=synthetic, device=device)  # fmt: skip
+        return pipe.save_pretrained(out_path)
 
 
 def default_prior() -> str | None:
@@ -87,19 +96,26 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _animate(args: argparse.Namespace) -> int:
+    from ram_avatar.atomic import check_output
     from ram_avatar.pipelines import RamAvatarPipeline
 
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"the output is written as .mp4, got {out}")
-    pipe = RamAvatarPipeline.from_pretrained(args.avatar, device=args.device, body_model_path=args.body_model_path)
-    pipe.fast = not args.eager
     overlay = out.with_name(out.stem + "_template.mp4") if args.overlay else None
+    plot = out.with_name(out.stem + "_ood.png")
+    check_output(out)  # before the avatar loads and any frame renders
+    if overlay is not None:
+        check_output(overlay)
+    pipe = RamAvatarPipeline.from_pretrained(args.avatar, device=args.device, body_model_path=args.body_model_path)
+    if pipe.has_mda:
+        check_output(plot)
+    pipe.fast = not args.eager
     result = pipe(args.motion, mda_strength=args.mda_strength, out=out, overlay=args.overlay, overlay_out=overlay,
                   fps=args.fps, max_frames=args.max_frames, audio=not args.no_audio)  # fmt: skip
     extra = [str(overlay)] if overlay else []
     if result.ood_before is not None:
-        plot = result.plot_ood(out.with_name(out.stem + "_ood.png"), title=f"{result.extras['motion']}, MDA strength {args.mda_strength:g}")
+        result.plot_ood(plot, title=f"{result.extras['motion']}, MDA strength {args.mda_strength:g}")
         extra.append(str(plot))
         print(f"MDA: median OOD score {float(_median(result.ood_before)):.2f} -> {float(_median(result.ood_after)):.2f}")
     print(f"wrote {result.video}{' and ' + ', '.join(extra) if extra else ''}: {result.num_frames} frames at "

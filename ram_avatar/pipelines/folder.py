@@ -3,6 +3,8 @@ its checked manifest, Hub downloads, and a description read from its files alone
 
 No torch here: ``ram-avatar info`` describes a folder from ``avatar.json``, the JSON files beside
 the networks and the safetensors headers, without building the body template or loading a network.
+An avatar folder may come from any Hub repo, so everything read here is checked before it is used:
+the manifest's types and ranges, and each safetensors file's header against the file itself.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 from pathlib import Path
 from typing import Any
+
+from ram_avatar.limits import check_limit
 
 MANIFEST = "avatar.json"
 FORMAT = "ram-avatar-avatar"
@@ -20,6 +25,10 @@ FACE_RIG = "face_rig.safetensors"
 PARTS = {"avatar": "avatar", "decoder": "pose_decoder", "prior": "pose_prior"}
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.md", "*.png"]  # what is downloaded and uploaded: never pickles
 NETWORK = "RamAvatar"  # the class RamAvatarPipeline.from_pretrained loads avatar/ as
+# Bytes per value of the safetensors dtypes a ram-avatar file may hold.
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+               "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # fmt: skip
+MAX_HEADER_BYTES = 16 * 2**20  # a network's header is ~10 KB (the safetensors library allows 100 MB)
 
 
 class AvatarFormatError(ValueError):
@@ -37,16 +46,115 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise AvatarFormatError(f"{path} is not valid JSON ({error}); re-save the avatar") from None
+    if not isinstance(manifest, dict):
+        raise AvatarFormatError(f"{path} must hold a JSON object; re-save the avatar with save_pretrained")
     if manifest.get("format") != FORMAT:
         raise AvatarFormatError(f"{path}: 'format' must be {FORMAT!r}, got {manifest.get('format')!r}")
-    if manifest.get("version", 0) > VERSION:
+    version = manifest.get("version", 0)
+    if not _is_int(version):
+        raise AvatarFormatError(f"{path}: 'version' must be an integer, got {version!r}; re-save the avatar")
+    if version > VERSION:
         raise AvatarFormatError(f"{path} is format version {manifest['version']}; this ram-avatar reads up to {VERSION}: upgrade ram-avatar")
     for key in ("template", "image_size", "fps", "framing"):
         if key not in manifest:
             raise AvatarFormatError(f"{path} has no {key!r}; re-save the avatar with RamAvatarPipeline.save_pretrained")
+    check_manifest(manifest, f"{folder.name}/{MANIFEST}")
     if not (folder / PARTS["avatar"] / "config.json").is_file():
         raise AvatarFormatError(f"{folder} has no {PARTS['avatar']}/config.json: the avatar network is missing")
     return manifest
+
+
+def check_manifest(manifest: dict[str, Any], label: str) -> None:
+    """Check the types and ranges of an ``avatar.json``'s values (``label`` names it in errors);
+    ``image_size`` and ``fps`` against the limits ``image_size`` and ``fps``."""
+
+    def bad(key: str, expected: str) -> AvatarFormatError:
+        value = json.dumps(_dig(manifest, key))
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return AvatarFormatError(f"{label}: {key!r} must be {expected}, got {shown}; re-download or re-save the avatar")
+
+    size = manifest["image_size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v >= 1 for v in size)):
+        raise bad("image_size", "[height, width], two positive integers")
+    check_limit("image_size", max(size), f"{label} 'image_size'")
+    if not (_is_number(manifest["fps"]) and manifest["fps"] > 0):
+        raise bad("fps", "a positive number")
+    check_limit("fps", manifest["fps"], f"{label} 'fps'")
+    template = manifest["template"]
+    if not (isinstance(template, dict) and isinstance(template.get("name"), str)):
+        raise bad("template", "an object with a 'name' (the body template)")
+    shape = template.get("shape")
+    if not (isinstance(shape, list) and len(shape) <= 1024 and all(_is_number(v) for v in shape)):
+        raise bad("template.shape", "a list of at most 1024 finite numbers")
+    framing = manifest["framing"]
+    if not isinstance(framing, dict):
+        raise bad("framing", "an object with 'focal', 'pelvis_uv' and 'pelvis_depth'")
+    for key in ("focal", "pelvis_depth"):
+        if not (_is_number(framing.get(key)) and framing[key] > 0):
+            raise bad(f"framing.{key}", "a positive number")
+    uv = framing.get("pelvis_uv")
+    if not (isinstance(uv, list) and len(uv) == 2 and all(_is_number(v) for v in uv)):
+        raise bad("framing.pelvis_uv", "two finite numbers")
+    if not isinstance(manifest.get("name", ""), str):
+        raise bad("name", "a string")
+    if not isinstance(manifest.get("source") or {}, dict):
+        raise bad("source", "an object")
+
+
+def safetensors_header(path: Path, label: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{tensor name: (dtype, shape)}`` of a safetensors file, read from its header alone after
+    checking the header against the file (dtypes, shapes, data offsets tiling the data exactly),
+    so that loading it cannot fail half-way nor read past its end. The file's size is checked
+    against the limit ``avatar_file_mb`` first. ``label`` names the file in errors."""
+    size = path.stat().st_size
+    check_limit("avatar_file_mb", size / 2**20, label)
+
+    def damaged(why: str) -> AvatarFormatError:
+        return AvatarFormatError(
+            f"{label} is damaged ({why}); download the avatar again, or re-save it with save_pretrained"
+        )
+
+    with path.open("rb") as file:
+        prefix = file.read(8)
+        if len(prefix) < 8:
+            raise damaged(f"{size} bytes, too short for a safetensors file")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > min(size - 8, MAX_HEADER_BYTES):
+            raise damaged(f"its header claims {length} bytes but the file holds {size - 8} after the length")
+        raw = file.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise damaged("its header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise damaged("its header is not a JSON object")
+    tensors, spans = {}, []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not (isinstance(entry, dict) and entry.get("dtype") in DTYPE_BYTES):
+            raise damaged(f"tensor {name!r} has no dtype ram-avatar reads")
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if not (isinstance(shape, list) and all(_is_int(v) and v >= 0 for v in shape)):
+            raise damaged(f"tensor {name!r} has a malformed shape")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(v) for v in offsets)):
+            raise damaged(f"tensor {name!r} has malformed data offsets")
+        begin, end = offsets
+        if end - begin != math.prod(shape) * DTYPE_BYTES[entry["dtype"]] or begin < 0:
+            raise damaged(f"tensor {name!r}'s data offsets do not match its shape")
+        tensors[name] = (entry["dtype"], tuple(shape))
+        spans.append((begin, end))
+    position = 0
+    for begin, end in sorted(spans):
+        if begin != position:
+            raise damaged("its tensors' data overlap or leave gaps")
+        position = end
+    data = size - 8 - length
+    if position > data:
+        raise damaged(f"its tensors need {position} bytes of data but the file holds {data}: it is truncated")
+    if position < data:
+        raise damaged("it has data after its last tensor")
+    return tensors
 
 
 def avatar_folder(folder_or_hub_id: str | os.PathLike, revision: str | None = None, token: str | None = None) -> Path:
@@ -95,10 +203,23 @@ def describe_avatar(folder_or_hub_id: str | os.PathLike, revision: str | None = 
 def parameter_count(path: Path) -> int:
     """Values stored in a safetensors file, from its header alone (no tensor is read). A ram-avatar
     network saves its parameters and no buffers, so this is its parameter count."""
-    from safetensors import safe_open
+    return sum(math.prod(shape) for _, shape in safetensors_header(path, f"{path.parent.name}/{path.name}").values())
 
-    with safe_open(path, framework="numpy") as weights:
-        return sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (not a bool: JSON's true is no size)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _dig(data: dict[str, Any], key: str) -> Any:
+    """``data["a"]["b"]`` for ``key`` "a.b" (None where a level is missing or not an object)."""
+    for part in key.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 def _json(path: Path) -> dict[str, Any]:

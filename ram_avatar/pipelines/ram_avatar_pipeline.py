@@ -65,6 +65,7 @@ from ram_avatar.mda import DEFAULT_STRENGTH
 from ram_avatar.pipelines.folder import (  # the folder format (torch-free: `ram-avatar info`)
     FACE_RIG, FORMAT, HUB_PATTERNS, MANIFEST, PARTS, VERSION, AvatarFormatError, avatar_folder, read_manifest,
 )  # fmt: skip
+from ram_avatar.pipelines.validate import check_avatar_folder
 
 # Files kept with the network (``avatar/``) besides its weights: card, training metrics, picture.
 AVATAR_EXTRAS = ("README.md", "metrics.json", "preview.png")
@@ -308,9 +309,12 @@ class RamAvatarPipeline:
         token: str | None = None,
     ) -> RamAvatarPipeline:
         """Load an avatar folder (module docstring), or download one from the Hub (respects
-        ``HF_HUB_OFFLINE``: offline, only what is in the local Hub cache is used)."""
+        ``HF_HUB_OFFLINE``: offline, only what is in the local Hub cache is used). The folder is
+        checked before anything is loaded (:mod:`ram_avatar.pipelines.validate`): a damaged or
+        oversized avatar is an ``AvatarFormatError`` / ``LimitError`` naming the file."""
         folder = avatar_folder(folder_or_hub_id, revision, token)
         manifest = read_manifest(folder)
+        check_avatar_folder(folder, manifest)
         from ram_avatar.models import RamAvatar
 
         avatar = RamAvatar.from_pretrained(str(folder / PARTS["avatar"]))
@@ -496,13 +500,15 @@ class RamAvatarPipeline:
 
     def load_driving(self, motion: Any, fps: float | None = None, max_frames: int | None = None, progress: bool = True) -> Driving:
         """Any motion source -> :class:`Driving` at ``fps`` (default: the MDA decoder's rate, else
-        the avatar's). ``motion``: a motion file (BVH, AMASS / SMPL-X .npz / .json), a video
-        (tracked once, cached; its face and expressions are used too, and its sound), a subject
-        dataset folder, a :class:`~ram_avatar.motion.Motion` or a :class:`Driving`."""
+        the avatar's), at most ``max_frames`` frames. ``motion``: a motion file (BVH, AMASS /
+        SMPL-X .npz / .json), a video (tracked once, cached; its face and expressions are used
+        too, and its sound), a subject dataset folder, a :class:`~ram_avatar.motion.Motion` or a
+        :class:`Driving`. Only the frames kept are resampled (and of a motion file, only those
+        read); rates and frame counts are checked against ``ram_avatar.limits`` first."""
         from ram_avatar.data import load_subject
         from ram_avatar.motion import VIDEO_EXTENSIONS, Motion, load_motion
         from ram_avatar.motion.io import tracked_clip
-        from ram_avatar.motion.sequence import canonicalise
+        from ram_avatar.motion.sequence import canonicalise, resample
 
         fps = float(fps or (self.decoder.fps if self.decoder is not None else self.fps))
         if isinstance(motion, Driving):
@@ -523,14 +529,12 @@ class RamAvatarPipeline:
                     subject_face_local(subject, self.template, rest), path if is_video else None,
                 )  # fmt: skip
             else:
-                motion = load_motion(path)
+                motion = load_motion(path, fps, max_frames=max_frames)
                 driving = Driving(motion.pose, motion.fps, motion.name)
         if driving.pose.batch_size == 0:
-            raise ValueError("the motion has no frames")
+            raise ValueError(f"the motion {driving.name} has no frames")
         if abs(driving.fps - fps) > 1e-6:
-            from ram_avatar.motion.sequence import resample
-
-            pose = resample(driving.pose, driving.fps, fps)
+            pose = resample(driving.pose, driving.fps, fps, max_frames, driving.name)
             T = pose.batch_size
             driving = replace(
                 driving, pose=pose, fps=fps, expression=_nearest(driving.expression, driving.fps, fps, T),
@@ -807,8 +811,12 @@ class RamAvatarPipeline:
                 if w is not None:
                     w.abort()
             raise
-        video = writer.close() if writer else None
-        template_video = over_writer.close() if over_writer else None
+        try:
+            video = writer.close() if writer else None
+            template_video = over_writer.close() if over_writer else None
+        finally:  # when the first close failed, the second video's temporary file goes too
+            if over_writer is not None:
+                over_writer.abort()  # a no-op once closed
         T = driving.pose.batch_size
         render = sum(times)
         return AnimationResult(

@@ -3,7 +3,8 @@
 The video is encoded frame by frame into a temporary file with PyAV (H.264, yuv420p, so every
 browser plays it; x264's ``veryfast`` preset); when a source clip with sound is given, its audio is copied (AAC) or
 re-encoded (anything else) into the final file in a second, cheap pass. The final name appears
-only when everything succeeded.
+only when everything succeeded; the temporary files (hidden, beside it: :mod:`ram_avatar.atomic`)
+never stay, whatever fails.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from ram_avatar.atomic import check_output, naming_target, output_mode, partial_path, remove_stale
 
 
 def has_audio(path: str | os.PathLike) -> bool:
@@ -45,14 +48,17 @@ class VideoWriter:
         self.path = Path(path)
         if self.path.suffix.lower() != ".mp4":
             raise ValueError(f"videos are written as .mp4, got {self.path}")
+        check_output(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = Fraction(fps).limit_denominator(1001)
         self.audio_from = audio_from if audio_from is not None and has_audio(audio_from) else None
         self.crf, self.threads = crf, threads
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{os.getpid()}.mp4")
+        remove_stale(self.path)
+        self.tmp = partial_path(self.path, ".mp4")
         self.container = av.open(str(self.tmp), "w")
         self.stream = None
         self.count = 0
+        self.closed = False
 
     def write(self, frame: np.ndarray) -> None:
         """Encode one (H, W, 3) uint8 RGB frame."""
@@ -69,32 +75,50 @@ class VideoWriter:
             self.stream.options = {"crf": str(self.crf), "preset": "veryfast"}
             if self.threads is not None:
                 self.stream.options["threads"] = str(self.threads)
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-            self.container.mux(packet)
+        try:
+            for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                self.container.mux(packet)
+        except OSError as error:  # e.g. a full disk: about the video, not its temporary name
+            raise naming_target(error, self.path)
         self.count += 1
 
     def close(self) -> Path:
-        """Finish the file (and mux the audio); returns the final path."""
+        """Finish the file (and mux the audio); returns the final path. On any error nothing is
+        left but what was at the path before."""
         if self.stream is None:
-            self.container.close()
-            self.tmp.unlink(missing_ok=True)
+            self.abort()
             raise ValueError("no frames were rendered: the motion is empty")
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
-        if self.audio_from is not None:
-            muxed = self.tmp.with_name(self.tmp.stem + ".audio.mp4")
-            try:
-                _mux_audio(self.tmp, self.audio_from, muxed, self.count / self.fps)
-            finally:
-                self.tmp.unlink(missing_ok=True)
-            self.tmp = muxed
-        os.replace(self.tmp, self.path)
+        try:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
+            if self.audio_from is not None:
+                muxed = partial_path(self.path, ".mp4")
+                try:
+                    _mux_audio(self.tmp, self.audio_from, muxed, self.count / self.fps)
+                finally:
+                    self.tmp.unlink(missing_ok=True)
+                    self.tmp = muxed  # removed by abort when muxing failed
+            os.chmod(self.tmp, output_mode())
+            os.replace(self.tmp, self.path)
+        except OSError as error:
+            self.abort()
+            raise naming_target(error, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
         return self.path
 
     def abort(self) -> None:
-        self.container.close()
-        self.tmp.unlink(missing_ok=True)
+        """Stop and remove the temporary file (again: a no-op); the path is left as it was."""
+        if not self.closed:
+            self.closed = True
+            try:
+                self.container.close()
+            except (av.error.FFmpegError, OSError):  # e.g. a full disk: the file goes anyway
+                pass
+            self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:
         return self

@@ -11,6 +11,8 @@ so that ``resume=True`` skips the finished ones after a crash or Ctrl-C:
 Then the subject dataset is written atomically (:func:`ram_avatar.data.write_subject`), with a
 ``preview.mp4`` (detections | fitted template over each frame) and ``fit_errors.csv`` beside
 it, and the work folder is removed. Nothing is written under ``OUT`` until everything succeeded.
+A run that fails keeps the work folder only when it holds a finished stage (for ``resume``);
+half-written files never stay (see :mod:`ram_avatar.atomic`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ram_avatar import __version__
+from ram_avatar.atomic import check_output, remove_stale, removed_if_new, staged_file
 from ram_avatar.body import BodyTemplate, SmplxPose, load_template
 from ram_avatar.body.layout import JOINT_NAMES
 from ram_avatar.data import CameraTrack, SubjectData, TemplateInfo, write_subject
@@ -40,6 +45,7 @@ from ram_avatar.tracking.fit import fit_body
 
 PREVIEW_FILE = "preview.mp4"
 ERRORS_FILE = "fit_errors.csv"
+STAGES = ("detect.npz", "fit.npz", "face.npz")
 
 
 @dataclass
@@ -56,10 +62,8 @@ class TrackingSummary:
 
 def _save(path: Path, **arrays) -> None:
     """``np.savez`` written to a temporary name and renamed, so a stage file is whole or absent."""
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
+    with staged_file(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    tmp.replace(path)
 
 
 def _load(path: Path) -> dict[str, np.ndarray]:
@@ -149,10 +153,9 @@ def write_preview(
         alpha = 0.6 * silhouette[..., None]
         overlay = (blend * (1 - alpha) + colours[0].cpu().numpy() * alpha).astype(np.uint8)
         video.append(np.concatenate([_draw_keypoints(frames[i], detections.keypoints, i), overlay], axis=1))
-    tmp = path.with_name(path.stem + ".partial" + path.suffix)
     fps = max(1, round(detections.fps))
-    iio.imwrite(tmp, np.stack(video), fps=fps, codec="libx264", plugin="pyav")
-    tmp.replace(path)
+    with staged_file(path) as tmp:
+        iio.imwrite(tmp, np.stack(video), fps=fps, codec="libx264", plugin="pyav")
     return iou
 
 
@@ -163,9 +166,22 @@ def _write_errors(path: Path, detections: Detections, errors: dict[str, np.ndarr
     for i in range(len(detections.frames)):
         values = [f"{errors[k][i]:.2f}" if np.isfinite(errors[k][i]) else "" for k in errors]
         writer.writerow([i, int(detections.frame_indices[i]), *values, int(detections.found["face"][i])])
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    tmp.replace(path)
+    with staged_file(path) as tmp:
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
+
+
+@contextmanager
+def _resumable(work: Path) -> Iterator[None]:
+    """On any error (Ctrl-C included) keep the work folder only when it holds a finished stage,
+    saying how to resume from it; else remove it, leaving the disk as it was."""
+    try:
+        yield
+    except BaseException as error:
+        if any((work / name).is_file() for name in STAGES):
+            error.add_note(f"(the finished stages are kept in {work}: rerun with --resume to continue from them)")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def track(
@@ -198,85 +214,93 @@ def track(
 
     Raises:
         TrackingError: unreadable / empty / still-image clip, nobody found, too few frames.
+        FileNotFoundError: no ``clip``.
         FileExistsError: ``out_dir`` exists and ``overwrite`` is False.
+        OSError: ``out_dir`` cannot be written (checked first), or writing failed (a full disk).
     """
     from ram_avatar.device import default_device
 
     clip, out = Path(clip), Path(out_dir)
     if resolution < 64 or resolution % 2:
         raise ValueError(f"resolution must be an even number of pixels >= 64, got {resolution}")
+    if not clip.exists():
+        raise FileNotFoundError(f"the clip {clip} does not exist: check the path")
+    check_output(out, "folder")
     if out.exists() and not overwrite and any(out.iterdir()):
-        raise FileExistsError(f"{out} already exists: choose another folder or pass --overwrite")
+        raise FileExistsError(f"{out} already exists: choose another folder or pass --overwrite to replace it")
+    remove_stale(out)  # a dataset half-written by a killed run
     work = out.parent / f".{out.name}.tracking"
-    settings = {"clip": str(clip.resolve()), "size": clip.stat().st_size if clip.is_file() else None,
-                "resolution": resolution, "max_frames": max_frames, "fps": fps,
-                "body_template": body_template, "fit_iters": fit_iters, "version": __version__}  # fmt: skip
-    settings_file = work / "settings.json"
-    if work.exists() and not (resume and settings_file.is_file() and json.loads(settings_file.read_text()) == settings):
-        shutil.rmtree(work)  # a different (or no) resume: start over
-    work.mkdir(parents=True, exist_ok=True)
-    settings_file.write_text(json.dumps(settings))
+    with removed_if_new(work.parent), _resumable(work):
+        settings = {"clip": str(clip.resolve()), "size": clip.stat().st_size if clip.is_file() else None,
+                    "resolution": resolution, "max_frames": max_frames, "fps": fps,
+                    "body_template": body_template, "fit_iters": fit_iters, "version": __version__}  # fmt: skip
+        settings_file = work / "settings.json"
+        resumable = resume and settings_file.is_file() and json.loads(settings_file.read_text()) == settings
+        if work.exists() and not resumable:
+            shutil.rmtree(work)  # a different (or no) resume: start over
+        work.mkdir(parents=True, exist_ok=True)
+        settings_file.write_text(json.dumps(settings))
 
-    stage = work / "detect.npz"
-    if stage.is_file():
-        detections = _detections_from(_load(stage))
-    else:
-        detections = detect_clip(clip, resolution=resolution, max_frames=max_frames, fps=fps, progress=progress)
-        _save(stage, **_detections_arrays(detections))
+        stage = work / "detect.npz"
+        if stage.is_file():
+            detections = _detections_from(_load(stage))
+        else:
+            detections = detect_clip(clip, resolution=resolution, max_frames=max_frames, fps=fps, progress=progress)
+            _save(stage, **_detections_arrays(detections))
 
-    device = torch.device(device or default_device())
-    template = load_template(body_template, device=device, model_path=body_model_path)
-    N = len(detections.frames)
-    stage = work / "fit.npz"
-    if not stage.is_file():
-        result = fit_body(template, detections.keypoints, detections.K, resolution, detections.masks,
-                          max_iters=fit_iters, progress=progress)  # fmt: skip
-        _save(stage, **{f"pose_{k}": v for k, v in result.pose.to_numpy().items()},
-              shape=result.shape.cpu().numpy(), K=result.K.cpu().numpy(), R=result.R.cpu().numpy(),
-              t=result.t.cpu().numpy(), body_px=result.body_error, left_hand_px=result.left_hand_error,
-              right_hand_px=result.right_hand_error)  # fmt: skip
-    fit = _load(stage)
-    pose = SmplxPose.from_numpy({k[5:]: v for k, v in fit.items() if k.startswith("pose_")}).to(device)
-    shape = torch.as_tensor(fit["shape"], device=device)
-    camera = Camera(*(torch.as_tensor(fit[k], device=device) for k in ("K", "R", "t")), (resolution, resolution))
+        device = torch.device(device or default_device())
+        template = load_template(body_template, device=device, model_path=body_model_path)
+        N = len(detections.frames)
+        stage = work / "fit.npz"
+        if not stage.is_file():
+            result = fit_body(template, detections.keypoints, detections.K, resolution, detections.masks,
+                              max_iters=fit_iters, progress=progress)  # fmt: skip
+            _save(stage, **{f"pose_{k}": v for k, v in result.pose.to_numpy().items()},
+                  shape=result.shape.cpu().numpy(), K=result.K.cpu().numpy(), R=result.R.cpu().numpy(),
+                  t=result.t.cpu().numpy(), body_px=result.body_error, left_hand_px=result.left_hand_error,
+                  right_hand_px=result.right_hand_error)  # fmt: skip
+        fit = _load(stage)
+        pose = SmplxPose.from_numpy({k[5:]: v for k, v in fit.items() if k.startswith("pose_")}).to(device)
+        shape = torch.as_tensor(fit["shape"], device=device)
+        camera = Camera(*(torch.as_tensor(fit[k], device=device) for k in ("K", "R", "t")), (resolution, resolution))
 
-    stage = work / "face.npz"
-    if not stage.is_file():
-        with torch.no_grad():
-            joints = template(pose, shape[None]).joints  # (N, 55, 3)
-            head = camera.world_to_camera(joints[:, JOINT_NAMES.index("head")][:, None])[:, 0, 2]
-        face = detections.keypoints["face"]
-        face_mesh = lift_face_mesh(face, detections.keypoints["face_z"], detections.K, head.cpu().numpy())
-        actions = fit_expressions(template, face_mesh, detections.found["face"])
-        jaw = np.zeros((N, 3), np.float32)
-        if template.name == "anny":
-            jaw, actions = split_jaw(template, actions)
-        _save(stage, face_mesh=face_mesh, expression=actions, jaw=jaw)
-    face = _load(stage)
-    pose.jaw_pose = torch.as_tensor(face["jaw"], device=device)
-    expression = torch.as_tensor(face["expression"], device=device)
+        stage = work / "face.npz"
+        if not stage.is_file():
+            with torch.no_grad():
+                joints = template(pose, shape[None]).joints  # (N, 55, 3)
+                head = camera.world_to_camera(joints[:, JOINT_NAMES.index("head")][:, None])[:, 0, 2]
+            face = detections.keypoints["face"]
+            face_mesh = lift_face_mesh(face, detections.keypoints["face_z"], detections.K, head.cpu().numpy())
+            actions = fit_expressions(template, face_mesh, detections.found["face"])
+            jaw = np.zeros((N, 3), np.float32)
+            if template.name == "anny":
+                jaw, actions = split_jaw(template, actions)
+            _save(stage, face_mesh=face_mesh, expression=actions, jaw=jaw)
+        face = _load(stage)
+        pose.jaw_pose = torch.as_tensor(face["jaw"], device=device)
+        expression = torch.as_tensor(face["expression"], device=device)
 
-    subject = SubjectData(
-        frames=detections.frames, masks=detections.masks, pose=pose.to("cpu"),
-        shape=fit["shape"].astype(np.float32), expression=face["expression"].astype(np.float32),
-        camera=CameraTrack(K=fit["K"], R=fit["R"], t=fit["t"], crop_boxes=detections.crop_boxes),
-        keypoints={k: detections.keypoints[k] for k in ("body", "left_hand", "right_hand", "face")}
-        | {"face_mesh": face["face_mesh"]},
-        template=template_info(template), keypoint_layouts=detections.layouts, fps=detections.fps,
-        source_video=clip.name, source_size=tuple(detections.source_size),
-        frame_indices=[int(i) for i in detections.frame_indices],
-    )  # fmt: skip
-    iou = write_preview(work / PREVIEW_FILE, template, detections, pose, shape, expression, camera, progress)
-    errors = {"body_px": fit["body_px"], "left_hand_px": fit["left_hand_px"],
-              "right_hand_px": fit["right_hand_px"], "mask_iou": iou}  # fmt: skip
-    _write_errors(work / ERRORS_FILE, detections, errors)
-    write_subject(out, subject, overwrite=overwrite)
-    for name in (PREVIEW_FILE, ERRORS_FILE):
-        (work / name).replace(out / name)
-    shutil.rmtree(work)
-    hands = np.concatenate([fit["left_hand_px"], fit["right_hand_px"]])
-    return TrackingSummary(
-        path=out, num_frames=N, body_error_px=float(np.nanmedian(fit["body_px"])),
-        hand_error_px=float(np.nanmedian(hands)) if np.isfinite(hands).any() else float("nan"),
-        mask_iou=float(np.median(iou)), face_frames=int(detections.found["face"].sum()),
-    )  # fmt: skip
+        subject = SubjectData(
+            frames=detections.frames, masks=detections.masks, pose=pose.to("cpu"),
+            shape=fit["shape"].astype(np.float32), expression=face["expression"].astype(np.float32),
+            camera=CameraTrack(K=fit["K"], R=fit["R"], t=fit["t"], crop_boxes=detections.crop_boxes),
+            keypoints={k: detections.keypoints[k] for k in ("body", "left_hand", "right_hand", "face")}
+            | {"face_mesh": face["face_mesh"]},
+            template=template_info(template), keypoint_layouts=detections.layouts, fps=detections.fps,
+            source_video=clip.name, source_size=tuple(detections.source_size),
+            frame_indices=[int(i) for i in detections.frame_indices],
+        )  # fmt: skip
+        iou = write_preview(work / PREVIEW_FILE, template, detections, pose, shape, expression, camera, progress)
+        errors = {"body_px": fit["body_px"], "left_hand_px": fit["left_hand_px"],
+                  "right_hand_px": fit["right_hand_px"], "mask_iou": iou}  # fmt: skip
+        _write_errors(work / ERRORS_FILE, detections, errors)
+        write_subject(out, subject, overwrite=overwrite)
+        for name in (PREVIEW_FILE, ERRORS_FILE):
+            (work / name).replace(out / name)
+        shutil.rmtree(work)
+        hands = np.concatenate([fit["left_hand_px"], fit["right_hand_px"]])
+        return TrackingSummary(
+            path=out, num_frames=N, body_error_px=float(np.nanmedian(fit["body_px"])),
+            hand_error_px=float(np.nanmedian(hands)) if np.isfinite(hands).any() else float("nan"),
+            mask_iou=float(np.median(iou)), face_frames=int(detections.found["face"].sum()),
+        )  # fmt: skip

@@ -3,7 +3,9 @@
 PyAV (FFmpeg) decodes any common container and codec (mp4/mov/webm/mkv, H.264, HEVC, VP9, AV1
 where FFmpeg has a decoder). Phone videos are often stored sideways with a rotation in their
 display matrix; frames come out the way a player shows them. Every problem the user can fix
-raises :class:`TrackingError` saying what to do.
+raises :class:`TrackingError` saying what to do. The file size, frame size, frame rate and
+duration are checked against :mod:`ram_avatar.limits` (``video_file_mb``, ``video_pixels``,
+``fps``, ``video_seconds``) from the container's metadata, before any frame is decoded.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from ram_avatar.limits import check_limit, limit
 
 MIN_FRAMES = 10  # fewer frames than this cannot train an avatar (nor be smoothed over time)
 
@@ -72,6 +76,7 @@ def _open(path: Path) -> av.container.InputContainer:
         raise TrackingError(f"{path}: is a folder, not a video file; pass the clip itself")
     if path.stat().st_size == 0:
         raise TrackingError(f"{path}: the file is empty (0 bytes); copy or export the clip again")
+    check_limit("video_file_mb", path.stat().st_size / 2**20, path.name)
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as error:
@@ -110,22 +115,36 @@ def _frames(container: av.container.InputContainer, path: Path) -> Iterator[av.V
         ) from error
 
 
+def _check_limits(container: av.container.InputContainer, path: Path) -> tuple[float, int]:
+    """Check the clip's frame size, frame rate and duration as its container states them (no
+    frame decoded) against the limits; returns its frame rate and frame count (0: not stated)."""
+    stream = container.streams.video[0]
+    check_limit("video_pixels", stream.codec_context.width * stream.codec_context.height, f"{path.name} (frame size)")
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 30.0
+    check_limit("fps", fps, path.name)
+    count = stream.frames
+    if not count and stream.duration and stream.time_base:
+        count = round(float(stream.duration * stream.time_base) * fps)
+    seconds = max(count / fps, float(container.duration or 0) / av.time_base)
+    check_limit("video_seconds", seconds, path.name)
+    return fps, int(count or 0)
+
+
 def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Open ``path``, decode its first frame and describe the clip. Raises TrackingError."""
+    """Open ``path``, check its metadata against the limits, decode its first frame and describe
+    the clip. Raises TrackingError (a LimitError over a limit)."""
     path = Path(path)
     with _open(path) as container:
         stream = container.streams.video[0]
+        fps, count = _check_limits(container, path)
         first = next(_frames(container, path), None)
         if first is None:
             raise TrackingError(f"{path}: holds no decodable video frame; re-export the clip")
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        fps = float(rate) if rate else 30.0
-        count = stream.frames
-        if not count and stream.duration and stream.time_base:
-            count = round(float(stream.duration * stream.time_base) * fps)
+        check_limit("video_pixels", first.width * first.height, f"{path.name} (frame size)")  # if the header lied
         rotation = _display_rotation(first)
         size = (first.height, first.width) if rotation % 180 == 0 else (first.width, first.height)
-        return VideoInfo(path, size, fps, int(count or 0), rotation, stream.codec_context.name)
+        return VideoInfo(path, size, fps, count, rotation, stream.codec_context.name)
 
 
 class VideoStream:
@@ -179,12 +198,17 @@ class VideoStream:
         # next output time.
         period, tolerance = 1.0 / self.fps, 0.5 / info.fps
         next_time, start, kept, decoded = 0.0, None, 0, 0
+        longest, largest = limit("video_seconds"), limit("video_pixels")
         with _open(info.path) as container:
             for index, frame in enumerate(_frames(container, info.path)):
                 decoded = index + 1
                 time = frame.time if frame.time is not None else index / info.fps
                 start = time if start is None else start
                 time -= start
+                if time > longest:  # a stream that does not state its length runs on past the limit
+                    check_limit("video_seconds", time, info.path.name)
+                if frame.width * frame.height > largest:  # a stream may change its frame size mid-way
+                    check_limit("video_pixels", frame.width * frame.height, f"{info.path.name} (frame size)")
                 if time < next_time - tolerance:
                     continue
                 while next_time <= time + tolerance:

@@ -70,9 +70,11 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ram_avatar.atomic import check_output
     from ram_avatar.training.card import push_avatar
     from ram_avatar.training.train_avatar import train
 
+    check_output(args.out_dir, "folder")  # before the subject and the models load
     metrics = train(
         args.subject_dir, args.out_dir, config_from_args(args), resume=args.resume, minutes=args.minutes,
         body_model_path=args.body_model_path, cpu=args.cpu, repo_id=args.push_to_hub,

@@ -27,13 +27,13 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ram_avatar.atomic import partial_path, remove_stale
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.body.template import BodyTemplate
 from ram_avatar.data import SubjectData
@@ -103,7 +103,8 @@ def build_map_cache(
     if folder.is_dir():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name}.writing-{uuid.uuid4().hex[:8]}"
+    remove_stale(folder)  # what a killed run left
+    staging = partial_path(folder)
     staging.mkdir()
     try:
         N, device = subject.num_frames, template.faces.device

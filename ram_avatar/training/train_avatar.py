@@ -29,9 +29,11 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import shutil
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from ram_avatar.atomic import remove_stale, replace_folder, staged_file
 
 CHECKPOINTS = "checkpoints"
 CONFIG_FILE = "train_config.json"
@@ -163,22 +167,40 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch.to(device, non_blocking=True)
 
 
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``; an existing ``target`` is moved aside first and removed
-    after, so ``target`` is always a complete folder (old or new)."""
-    old = target.parent / f".{target.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.rename(target, old)
-    os.rename(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
+def remove_stale_checkpoints(root: Path) -> None:
+    """Remove what a run killed while saving left in ``root`` (``checkpoints/``): half-written
+    ``.last.writing-STEP`` / ``.best.writing`` copies; a complete folder moved aside is put back."""
+    for entry in root.glob(".*.writing*") if root.is_dir() else ():
+        shutil.rmtree(entry, ignore_errors=True)
+    for name in ("last", "best"):
+        remove_stale(root / name)
+
+
+def check_checkpoint(folder: Path, advice: str) -> None:
+    """Name a missing or damaged file of the checkpoint ``folder`` before Accelerate fails on it
+    without saying which: safetensors headers are read, ``torch.save`` files must be zip archives,
+    JSON must parse. Raises ValueError ending in ``advice``."""
+    from safetensors import SafetensorError, safe_open
+
+    for name in ("model.safetensors", EMA_FILE, STATE_FILE):
+        if not (folder / name).is_file():
+            raise ValueError(f"the checkpoint {folder} is incomplete ({name} is missing): {advice}")
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(path, "pt"):
+                    pass
+            elif path.suffix == ".bin" and not zipfile.is_zipfile(path):
+                raise ValueError("not a PyTorch file")
+            elif path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+        except (SafetensorError, ValueError) as error:
+            raise ValueError(f"the checkpoint file {path} is damaged ({error}): {advice}") from error
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with staged_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 # --- one step -----------------------------------------------------------------------------------
@@ -416,6 +438,7 @@ class Trainer:
         )
         if accelerator.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_checkpoints(self.out / CHECKPOINTS)  # no process of this run has saved yet
             _write_json(self.out / CONFIG_FILE, self.config.to_dict())
         accelerator.init_trackers("logs", config={k: str(v) for k, v in self.config.to_dict().items()})
 
@@ -457,21 +480,32 @@ class Trainer:
         if accelerator.is_main_process:
             save_file({k: v.detach().contiguous().cpu() for k, v in self.ema.state_dict().items()}, staging / EMA_FILE)
             _write_json(staging / STATE_FILE, self.state)
-            _replace_dir(staging, root / "last")
+            replace_folder(staging, root / "last")
             if is_best:
                 best_staging = root / ".best.writing"
                 shutil.rmtree(best_staging, ignore_errors=True)
                 shutil.copytree(root / "last", best_staging)
-                _replace_dir(best_staging, root / "best")
+                replace_folder(best_staging, root / "best")
         accelerator.wait_for_everyone()
 
     def _load_checkpoint(self) -> None:
+        """Restore ``checkpoints/last``; a damaged or missing file there is a ValueError naming it."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         last = self.out / CHECKPOINTS / "last"
-        self.accelerator.load_state(str(last))
-        self.ema.load_state_dict(load_file(last / EMA_FILE, device=str(self.accelerator.device)))
-        self.state = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))
+        advice = f"replace {last} with a copy of {last.parent / 'best'} to resume from an earlier step, or start a new OUT_DIR"
+        check_checkpoint(last, advice)
+        try:
+            self.accelerator.load_state(str(last))
+            self.ema.load_state_dict(load_file(last / EMA_FILE, device=str(self.accelerator.device)))
+            self.state = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError as error:  # a file Accelerate wants (e.g. optimizer.bin)
+            missing = Path(error.filename).name if error.filename else error
+            raise ValueError(f"the checkpoint {last} is incomplete ({missing} is missing): {advice}") from error
+        except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError) as error:
+            why = f"{type(error).__name__}: {error}"
+            raise ValueError(f"the checkpoint {last} cannot be loaded ({why}): {advice}") from error
 
     # evaluation -------------------------------------------------------------------------------
 
@@ -597,16 +631,13 @@ def train(subject_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Tr
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ram_avatar.training.train_avatar`` / ``accelerate launch -m ...``: the train command."""
+    from ram_avatar.cli import run
     from ram_avatar.training.cli import add_train_arguments, run_train
 
     parser = argparse.ArgumentParser(prog="ram_avatar.training.train_avatar", description=__doc__.split("\n")[0])
     add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_train(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    parser.set_defaults(run=run_train)
+    return run(parser.parse_args(argv), parser.prog)  # the CLI's one error path
 
 
 if __name__ == "__main__":
