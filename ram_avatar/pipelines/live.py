@@ -275,12 +275,14 @@ class ClipSource:
     one is already due) are skipped. ``realtime=False`` delivers every frame at once instead.
 
     Frames are downscaled to ``max_side`` (a camera's resolution; detection downscales further):
-    ``size`` (H, W).
+    ``size`` (H, W). ``preload=True`` decodes the whole clip when the source is made, so that
+    playing it costs what a camera costs (a driver hands over decoded frames) rather than the
+    decoding of every frame, skipped ones included (benchmarks; short clips only).
     Opening checks the file: a missing or unreadable one raises ``TrackingError`` (a ValueError)
     naming it.
     """
 
-    def __init__(self, path: str | os.PathLike, *, max_side: int = 720, realtime: bool = True):
+    def __init__(self, path: str | os.PathLike, *, max_side: int = 720, realtime: bool = True, preload: bool = False):
         from ram_avatar.limits import check_limit
         from ram_avatar.tracking.video import probe_video
 
@@ -293,38 +295,47 @@ class ClipSource:
         self.size = (round(self.info.size[0] * scale), round(self.info.size[1] * scale))
         self.fps, self.realtime, self.skipped = self.info.fps, realtime, 0
         self._closed = threading.Event()
+        self._preloaded = [(stamp, (lambda image=picture(): image)) for stamp, picture in self._decoded()] if preload else None
 
-    def __iter__(self) -> Iterator[Captured]:
+    def _decoded(self) -> Iterator[tuple[float, Callable[[], np.ndarray]]]:
+        """(timestamp in seconds, a function giving the frame (H, W, 3) uint8 RGB) per frame; the
+        picture is only converted when asked for, so skipped frames cost their decoding alone."""
         import av
 
         from ram_avatar.tracking.video import TrackingError, rotate_frame
 
         info = self.info
         height, width = self.size if info.rotation % 180 == 0 else self.size[::-1]  # scaled before the rotation
-        start = first = None
         with av.open(str(info.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             try:
                 for index, frame in enumerate(container.decode(stream)):
-                    if self._closed.is_set():
-                        return
                     stamp = frame.time if frame.time is not None else index / self.fps
-                    first = stamp if first is None else first
-                    now = time.perf_counter()
-                    start = now if start is None else start
-                    due = start + stamp - first
-                    if self.realtime:
-                        if now >= due + 1.0 / self.fps:  # its time has passed: the camera shows the next one by now
-                            self.skipped += 1
-                            continue
-                        time.sleep(max(0.0, due - now))
-                    image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
-                    image = rotate_frame(image, info.rotation)
-                    yield Captured(index, due if self.realtime else time.perf_counter(), image)
+                    picture = lambda frame=frame: rotate_frame(  # noqa: E731
+                        frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA"), info.rotation
+                    )
+                    yield stamp, picture
             except av.error.FFmpegError as error:
                 message = f"{info.path.name}: decoding failed ({error}); the file is corrupt or truncated"
                 raise TrackingError(message) from error
+
+    def __iter__(self) -> Iterator[Captured]:
+        frames = self._decoded() if self._preloaded is None else self._preloaded
+        start = first = None
+        for index, (stamp, picture) in enumerate(frames):
+            if self._closed.is_set():
+                return
+            first = stamp if first is None else first
+            now = time.perf_counter()
+            start = now if start is None else start
+            due = start + stamp - first
+            if self.realtime:
+                if now >= due + 1.0 / self.fps:  # its time has passed: the camera shows the next one by now
+                    self.skipped += 1
+                    continue
+                time.sleep(max(0.0, due - now))
+            yield Captured(index, due if self.realtime else time.perf_counter(), picture())
 
     def close(self) -> None:
         self._closed.set()
