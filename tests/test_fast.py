@@ -16,8 +16,10 @@ TINY = dict(
     texture_size=32, texture_channels=6, texture_levels=2, attention_hidden=8, attention_downsample=4,
     face_code_channels=3, map_hidden=4, map_channels=3, widths=[8, 12, 16], style_dim=8, decoder_convs=2,
 )  # fmt: skip
-EXACT = 1e-5  # folding: float32 rounding only
-COLLAPSED = 0.05  # max |fast - eager| with the pyramid summed into one texture (random texture, see fast.py)
+# Tolerances: a stated margin over the error measured on these tests (2-core x86 CPU, float32).
+EXACT = 4e-6  # folding: float32 rounding only; measured at most 1.0e-6 (a batch of stream frames), 2e-7 elsewhere
+COLLAPSED = 0.025  # max |fast - eager| with the pyramid summed into one texture (random texture, see fast.py);
+# measured 0.0081 median, 0.0165 worst over 12 random initialisations of the tiny model
 
 
 def randomized(model: torch.nn.Module) -> torch.nn.Module:
