@@ -4,10 +4,13 @@ Tabs: **Animate** (an avatar from the zoo + a motion file, a driving clip or an 
 the avatar video, the template overlay and the MDA out-of-distribution plot), **Create** (a clip
 -> tracking -> training -> a new avatar in the zoo; the job runs in a background thread, so it
 finishes even when the browser tab is closed), **Live** (webcam frames in, avatar frames out)
-and **Zoo** (avatars with their model cards; load from the Hub by id; push with a token).
+and **Zoo** (the avatars here and the ram-avatar avatars on the Hub, found by their cards'
+``library_name``, with their model cards; choose a Hub avatar, or give its id, to load it; push
+with a token). Without the Hub (offline, ``HF_HUB_OFFLINE=1``) the Zoo says it is unreachable and
+lists the avatars here.
 
 Honours ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` (Gradio reads them), ``HF_HUB_OFFLINE``
-(huggingface_hub reads it), ``RAM_AVATAR_ZOO`` (folder of created / local avatars, default
+and ``HF_ENDPOINT`` (huggingface_hub reads them), ``RAM_AVATAR_ZOO`` (folder of created / local avatars, default
 ``outputs/zoo``) and ``RAM_AVATAR_APP_OUTPUTS`` (rendered files, default ``outputs/app``; the
 only folder the app serves files from). Torch and the models load on first use, not at start.
 
@@ -45,6 +48,7 @@ from gradio.utils import get_upload_folder
 
 from ram_avatar.limits import LimitError, check_limit
 from ram_avatar.mda import DEFAULT_STRENGTH
+from ram_avatar.zoo import card_markdown, hub_markdown, list_hub_avatars, local_avatars
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLE_AVATARS = ROOT / "examples" / "avatars"
@@ -60,6 +64,8 @@ VIDEO_TYPES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
 KEEP_RESULTS = 30  # rendered result folders kept on disk (oldest removed first) ...
 RESULT_HOURS = 24.0  # ... for at most this long ...
 RESULTS_MB = 2048.0  # ... and at most this much in all (a create job's folder holds its clip)
+LIVE_EVERY = 0.5  # seconds between the webcam frames the page sends (measured: see LIVE_FPS_NOTE)
+LIVE_FPS_NOTE = "about N avatar frames per second on 2 CPU cores"
 CACHE_CHECK_S, CACHE_AGE_S = 3600, 6 * 3600  # Gradio's cache: its files older than 6 h are removed, hourly
 # The sliders' ranges, also enforced on API calls: (min, max).
 STRENGTH = (0.0, 1.0)
@@ -77,7 +83,7 @@ THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], fon
 _lock = threading.Lock()
 _pipes: dict[str, object] = {}  # avatar key -> RamAvatarPipeline (the last few used)
 _jobs: dict[str, dict] = {}  # create jobs by id
-_live: dict[str, object] = {}  # session hash -> (avatar key, LiveSession)
+_live: dict[str, _LiveTab] = {}  # session hash -> its Live tab
 logger = logging.getLogger("ram_avatar.app")
 
 
@@ -244,15 +250,8 @@ def zoo_entries() -> list[tuple[str, str]]:
     """(name, key) of every avatar: bundled examples, local folders in ZOO, Hub ids loaded. The page
     and the API pick avatars by name (``"dancer-rt256 (example)"``); a key, a folder or a Hub id, is
     what loads it, and a folder's is a server path that visitors never see."""
-    entries = []
-    for folder, kind in [(EXAMPLE_AVATARS, "example"), (ZOO, "local")]:
-        if folder.is_dir():
-            for path in sorted(folder.iterdir()):
-                if (path / "avatar.json").is_file():
-                    entries.append((f"{path.name} ({kind})", str(path)))
-    for repo_id in _hub_ids():
-        entries.append((f"{repo_id} (Hub)", repo_id))
-    return entries
+    entries = local_avatars(EXAMPLE_AVATARS, "example") + local_avatars(ZOO, "local")
+    return entries + [(f"{repo_id} (Hub)", repo_id) for repo_id in _hub_ids()]
 
 
 def _hub_ids() -> list[str]:
@@ -266,10 +265,11 @@ def _hub_ids() -> list[str]:
 def _remember_hub_id(repo_id: str) -> None:
     ids = _hub_ids()
     if repo_id not in ids:
+        from ram_avatar.atomic import staged_file
+
         ZOO.mkdir(parents=True, exist_ok=True)
-        tmp = ZOO / f".{HUB_LIST}.tmp"
-        tmp.write_text(json.dumps(ids + [repo_id], indent=2))
-        os.replace(tmp, ZOO / HUB_LIST)
+        with staged_file(ZOO / HUB_LIST) as tmp:  # a temporary name of this process's own, not one shared
+            tmp.write_text(json.dumps(ids + [repo_id], indent=2))
 
 
 def _check_key(name: str | None) -> str:
@@ -298,24 +298,6 @@ def get_pipeline(key: str):
             while len(_pipes) > 3:
                 _pipes.pop(next(iter(_pipes)))
         return _pipes[key]
-
-
-def _card(key: str) -> str:
-    """The avatar's model card (README.md without its YAML header), for display."""
-    folder = Path(key)
-    if not folder.is_dir():
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(key, "README.md")
-        folder = Path(cached).parent if isinstance(cached, str) else folder
-    path = folder / "README.md"
-    if not path.is_file():
-        return "*This avatar has no model card.*"  # (not its key: a folder's is a server path)
-    text = path.read_text(encoding="utf-8")
-    if text.startswith("---"):
-        end = text.find("\n---", 3)
-        text = text[end + 4 :] if end > 0 else text
-    return text
 
 
 def _bytes(folder: Path) -> int:
@@ -588,12 +570,24 @@ def jobs_table() -> str:
 # ----------------------------------------------------------------------------- Live
 
 
+class _LiveTab:
+    """One browser session's Live tab: the avatar's key, its live loop and the number of the avatar
+    frame last sent to the page."""
+
+    def __init__(self, key: str, live: Any):
+        self.key, self.live, self.sent = key, live, -1
+
+
 @handler("Live")
 def live(frame, avatar: str, strength: float, request: gr.Request):
-    """One webcam frame -> one avatar frame (None: keep showing the last one)."""
+    """One webcam frame in; out, the newest avatar frame when one was rendered since the last call,
+    else ``gr.skip()`` (the page keeps showing the last one). Each browser session has a live loop
+    of its own (:class:`~ram_avatar.pipelines.live.BackgroundLive`) that detects and renders on
+    threads of its own, always from the newest frame: a call never waits for them, so the webcam's
+    stream never queues frames behind a slow render."""
     if frame is None:
-        return None
-    from ram_avatar.pipelines.live import LiveSession
+        return gr.skip()
+    from ram_avatar.pipelines.live import BackgroundLive, LiveSession
 
     key, strength = _check_key(avatar), _number(strength, "strength", STRENGTH)
     shape = getattr(frame, "shape", ())
@@ -601,26 +595,49 @@ def live(frame, avatar: str, strength: float, request: gr.Request):
         raise gr.Error("A camera frame must be an RGB image.")
     check_limit("video_pixels", shape[0] * shape[1], "the camera frame")
     session_id = request.session_hash or "local"
-    current = _live.get(session_id)
-    if current is None or current[0] != key:
-        if current is not None:
-            current[1].close()
-        current = _live[session_id] = (key, LiveSession(get_pipeline(key), mda_strength=strength))
-    session = current[1]
-    session.mda_strength = strength
-    rendered = session(frame)
-    return None if rendered is None else rendered.image
+    tab = _live.get(session_id)
+    if tab is None or tab.key != key:
+        end_live(session_id)  # another avatar: a new loop
+        session = LiveSession(get_pipeline(key), mda_strength=strength)
+        # warmed up on the loop's thread, for this camera's frame size: the first frames do not wait for it
+        tab = _live[session_id] = _LiveTab(key, BackgroundLive(session, warm_up=shape[:2], fps=1 / LIVE_EVERY))
+    tab.live.session.mda_strength = strength  # the renderer reads it for its next frame
+    try:
+        rendered = tab.live.push(frame)
+    except Exception:
+        _live.pop(session_id, None)  # the loop has stopped (and closed): the next frame starts a new one
+        raise
+    if rendered is None or rendered.index == tab.sent:
+        return gr.skip()
+    tab.sent = rendered.index
+    return rendered.image
+
+
+def end_live(session_id: str | None) -> None:
+    """Stop a browser session's live loop (when the session ends or changes avatar)."""
+    tab = _live.pop(session_id or "local", None)
+    if tab is not None:
+        tab.live.close()
+
+
+def _live_session_ended(request: gr.Request) -> None:
+    """Gradio's unload event: the tab was closed or reloaded."""
+    end_live(request.session_hash)
 
 
 # ----------------------------------------------------------------------------- Zoo
 
 
 def zoo_markdown() -> str:
+    """The avatars in the zoo by name; the app's own folders (the examples) with their path in the app."""
     entries = zoo_entries()
     if not entries:
         return "*The zoo is empty: run `python scripts/make_example_avatar.py`, create an avatar, or load one from the Hub.*"
-    return "\n".join(f"- **{name}**" + (f" — `{Path(key).relative_to(ROOT)}`" if Path(key).is_relative_to(ROOT) else "")
-                     for name, key in entries)  # fmt: skip
+    lines = []
+    for name, key in entries:
+        where = f" — `{Path(key).relative_to(ROOT)}`" if Path(key).is_relative_to(ROOT) else ""
+        lines.append(f"- **{name}**{where}")
+    return "\n".join(lines)
 
 
 @handler("Loading from the Hub")
@@ -658,7 +675,16 @@ def push(avatar: str, repo_id: str, token: str, private: bool) -> str:
 @handler("Zoo")
 def card(name: str | None) -> str:
     """The Zoo tab's model card of the avatar picked."""
-    return _card(_check_key(name)) if name else ""
+    return card_markdown(_check_key(name)) if name else ""
+
+
+@handler("Listing the Hub's avatars")
+def browse_hub():
+    """The Zoo's two listings: the avatars here, and the Hub's ram-avatar avatars (or that the Hub
+    is unreachable, and why), with the choice of a Hub avatar to load (:func:`load_from_hub`)."""
+    listing = list_hub_avatars()
+    choices = [avatar.repo_id for avatar in listing.avatars]
+    return zoo_markdown(), hub_markdown(listing, set(_hub_ids())), gr.update(choices=choices, value=None)
 
 
 def _refresh(selected: str | None = None):
@@ -723,24 +749,32 @@ def build_app() -> gr.Blocks:
             gr.Button("Refresh jobs").click(jobs_table, None, jobs, api_name="jobs")
             start.click(create, [clip, name, minutes, frames], [track_preview, train_preview, status], api_name="create")
         with gr.Tab("Live"):
-            gr.Markdown("Webcam in, avatar out, frame by frame: each frame is detected, fitted and rendered on this machine.")
+            gr.Markdown(f"Webcam in, avatar out: frames are detected, fitted and rendered on this machine, "
+                        f"{LIVE_FPS_NOTE}; frames it has no time for are skipped, so the avatar follows with little delay.")
             with gr.Row():
                 avatar_l = gr.Dropdown(names, value=first, label="Avatar")
                 strength_l = gr.Slider(*STRENGTH, value=DEFAULT_STRENGTH, step=0.05, label="MDA strength")
             with gr.Row():
                 webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera")
-                live_out = gr.Image(label="Avatar", type="numpy", interactive=False)
-            webcam.stream(live, [webcam, avatar_l, strength_l], live_out, stream_every=0.5, concurrency_limit=1, api_name="live")
-        with gr.Tab("Zoo"):
+                live_out = gr.Image(label="Avatar", type="numpy", interactive=False, elem_id="live-avatar")
+            webcam.stream(live, [webcam, avatar_l, strength_l], live_out, stream_every=LIVE_EVERY, concurrency_limit=1,
+                          show_progress="hidden", api_name="live")  # fmt: skip
+            demo.unload(_live_session_ended)
+        with gr.Tab("Zoo") as zoo_tab:
             listing = gr.Markdown(zoo_markdown())
             with gr.Row():
                 avatar_z = gr.Dropdown(names, value=first, label="Avatar", scale=3)
                 refresh_z = gr.Button("Refresh", scale=1)
-            card_view = gr.Markdown(_card(entries[0][1]) if entries else "")
+            card_view = gr.Markdown(card_markdown(entries[0][1]) if entries else "")
             avatar_z.change(card, avatar_z, card_view, api_name="card")
-            with gr.Accordion("Load from the Hugging Face Hub", open=False):
-                hub_id = gr.Textbox(label="Hub id (owner/name)")
-                load = gr.Button("Load")
+            with gr.Accordion("Avatars on the Hugging Face Hub", open=True):
+                hub_listing = gr.Markdown("*Opening this tab lists them.*")
+                with gr.Row():
+                    hub_pick = gr.Dropdown([], value=None, label="Hub avatar (choose one to load it)", scale=3)
+                    search = gr.Button("Search the Hub", scale=1)
+                with gr.Row():
+                    hub_id = gr.Textbox(label="...or any Hub id (owner/name)", scale=3)
+                    load = gr.Button("Load", scale=1)
             with gr.Accordion("Push to the Hugging Face Hub", open=False):
                 avatar_p = gr.Dropdown(names, value=first, label="Avatar")
                 repo = gr.Textbox(label="Hub id to push to (owner/name)")
@@ -750,6 +784,11 @@ def build_app() -> gr.Blocks:
             message = gr.Markdown()
             dropdowns = [avatar_a, avatar_l, avatar_z, avatar_p, listing]
             load.click(load_from_hub, hub_id, dropdowns + [message], api_name="load_from_hub")
+            hub_pick.input(load_from_hub, hub_pick, dropdowns + [message], api_name=False)
+            # Waiting on the Hub (at most zoo.HUB_TIMEOUT_S) holds back no render: no concurrency limit.
+            listings = [listing, hub_listing, hub_pick]
+            search.click(browse_hub, None, listings, api_name="browse_hub", concurrency_limit=None)
+            zoo_tab.select(browse_hub, None, listings, api_name=False, concurrency_limit=None)
             push_button.click(push, [avatar_p, repo, token, private], message, api_name="push")
             for button in (refresh, refresh_z):
                 button.click(_refresh, avatar_a, dropdowns, api_name=False)

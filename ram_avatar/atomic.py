@@ -20,6 +20,7 @@ from pathlib import Path
 
 PARTIAL = ".partial-"
 OLD = ".old"  # suffix of a replaced folder moved aside (see replace_folder)
+SHARED = ".writing-"  # see shared_partial
 
 
 def partial_path(target: str | os.PathLike, suffix: str = "") -> Path:
@@ -27,6 +28,27 @@ def partial_path(target: str | os.PathLike, suffix: str = "") -> Path:
     an extension that a writer picks its format by (e.g. ``.mp4``)."""
     target = Path(target)
     return target.parent / f".{target.name}{PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def shared_partial(target: str | os.PathLike, tag: str | int) -> Path:
+    """A hidden name beside ``target`` that every process of one distributed run computes alike
+    (:func:`partial_path`'s holds the process id), for a folder they all write into (Accelerate's
+    ``save_state``: each process saves its own random state), then moved into place with
+    :func:`replace_folder`; ``tag`` tells one run's saves apart (e.g. the step). Being no process's
+    own, such a folder left by a killed run is removed by :func:`remove_shared_partials`."""
+    target = Path(target)
+    return target.parent / f".{target.name}{SHARED}{tag}"
+
+
+def remove_shared_partials(target: str | os.PathLike) -> None:
+    """Remove what runs killed while saving ``target`` left: its :func:`shared_partial` folders
+    (call it before any process of this run saves one) and, as :func:`remove_stale` does, the
+    partials of processes gone; a complete old folder moved aside is put back."""
+    target = Path(target)
+    if target.parent.is_dir():
+        for entry in target.parent.glob(f".{target.name}{SHARED}*"):
+            _remove(entry)
+    remove_stale(target)
 
 
 def _alive(pid: int) -> bool:
@@ -149,6 +171,28 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+@contextmanager
+def staged_files(folder: str | os.PathLike, last: str) -> Iterator[Path]:
+    """Yield an empty hidden folder inside ``folder`` to write files into; on success each is
+    renamed into ``folder`` (with :func:`output_mode`), the file named ``last`` after all others, so
+    that a reader who finds it finds the rest whole and of the same write (e.g. a model's config
+    before its weights); on any error the hidden folder is removed and ``folder`` left as it was.
+    For a folder that holds more than these files (a training run's checkpoint beside its model),
+    which :func:`staged_folder` would replace whole."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale(folder / last)
+    staging = partial_path(folder / last)
+    staging.mkdir()
+    try:
+        yield staging
+        for file in sorted(staging.iterdir(), key=lambda file: file.name == last):
+            os.chmod(file, output_mode())
+            os.replace(file, folder / file.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextmanager

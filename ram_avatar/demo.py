@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ram_avatar.atomic import staged_file
 from ram_avatar.body import JOINT_NAMES, BodyTemplate, SmplxPose
+from ram_avatar.pipelines.video import VideoWriter, even_size
 from ram_avatar.render import Camera, interpolate, rasterize
 
 _J = {name: i for i, name in enumerate(JOINT_NAMES)}
@@ -65,26 +66,25 @@ def render_demo(
     out_path: str | Path,
     num_frames: int = 60,
     image_size: int = 256,
-    fps: int = 30,
+    fps: float = 30,
 ) -> Path:
     """Render ``wave_motion`` on ``template`` into an mp4 (and a PNG of its middle frame)."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     device = template.faces.device
     motion = wave_motion(num_frames).to(device)
     rest = template(SmplxPose.zeros(1, device=device))
     # One fixed camera for the whole clip, framing the T-pose (the widest the body gets).
     camera = Camera.framing(rest.vertices, (image_size, image_size), margin=0.08)
-    frames = []
-    for i in tqdm(range(num_frames), desc="rendering demo", unit="frame"):
-        body = template(motion[i])
-        fragments = rasterize(body.vertices, template.faces, camera, (image_size, image_size))
-        canonical = interpolate(fragments, template.faces, template.canonical)
-        normals = interpolate(fragments, template.faces, body.normals @ camera.R[0].T)
-        frames.append(shade(canonical, fragments.mask, normals)[0].cpu().numpy())
-    video = np.stack(frames)
-    with staged_file(out_path) as tmp:  # never a half-written video under the real name, nor a leftover
-        iio.imwrite(tmp, video, fps=fps, codec="libx264", plugin="pyav")
+    with VideoWriter(out_path, fps) as video:  # encoded as the frames come, renamed into place when whole
+        for i in tqdm(range(num_frames), desc="rendering demo", unit="frame"):
+            body = template(motion[i])
+            fragments = rasterize(body.vertices, template.faces, camera, (image_size, image_size))
+            canonical = interpolate(fragments, template.faces, template.canonical)
+            normals = interpolate(fragments, template.faces, body.normals @ camera.R[0].T)
+            frame = shade(canonical, fragments.mask, normals)[0].cpu().numpy()
+            video.write(even_size(frame))
+            if i == num_frames // 2:
+                middle = frame
     with staged_file(out_path.with_suffix(".png")) as tmp:
-        iio.imwrite(tmp, video[num_frames // 2])
+        iio.imwrite(tmp, middle)
     return out_path

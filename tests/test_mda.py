@@ -274,11 +274,71 @@ def test_resume_continues_from_the_saved_step(tmp_path, monkeypatch):
     assert state["step"] == 4 and not (tmp_path / "resumed" / "model.safetensors").exists()
     with pytest.raises(FileExistsError, match="resume"):
         train_prior(data, tmp_path / "resumed", **kwargs)
+    stale = tmp_path / "resumed" / ".checkpoint.writing-8"  # what a run killed while saving leaves
+    (stale / "pytorch_model").mkdir(parents=True)
     resumed = train_prior(data, tmp_path / "resumed", resume=True, **kwargs)
     assert json.loads((tmp_path / "resumed" / "checkpoint" / "trainer_state.json").read_text())["step"] == 8
+    assert not [p.name for p in (tmp_path / "resumed").glob(".*")]  # the stale copy is gone, nothing is left
     # Same batches, noise, learning rates and optimiser state as the uninterrupted run.
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_mda_training_follows_the_one_learning_rate_schedule(tmp_path):
+    """The prior's and decoder's loop scales its rate by ``ram_avatar.schedule.cosine_factor``: a
+    linear warm-up over the first tenth, the peak right after it, then a cosine down towards
+    ``FINAL_LR_RATIO`` at the last step."""
+    import ram_avatar.mda.train as train_module
+    from ram_avatar.schedule import cosine_factor
+
+    class Square(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"loss": ((self.weight - target) ** 2).sum()}
+
+    steps, lr, rates = 40, 1e-3, []
+    accelerator, objective = train_module._accelerator(), Square()
+    objective, optimizer = accelerator.prepare(objective, torch.optim.SGD(objective.parameters(), lr=lr))
+
+    def batch() -> tuple[torch.Tensor]:
+        rates.append(optimizer.param_groups[0]["lr"])  # set by the loop before each step
+        return (torch.ones(1),)
+
+    train_module._loop(accelerator, objective, optimizer, batch, start=0, steps=steps, lr=lr, seed=0, out_dir=tmp_path,
+                       checkpoint_every=10_000, state={}, desc="", progress=False)  # fmt: skip
+    warmup = steps // 10
+    final = train_module.FINAL_LR_RATIO
+    assert rates == pytest.approx([lr * cosine_factor(s, steps, warmup, final) for s in range(steps)])
+    assert rates[:warmup] == pytest.approx([lr * (s + 1) / warmup for s in range(warmup)]) and rates[warmup] == lr
+    assert all(a > b for a, b in zip(rates[warmup:], rates[warmup + 1 :]))
+    assert final * lr < rates[-1] < 1.1 * final * lr  # one step short of it
+
+
+def test_a_saved_model_comes_whole_with_its_weights_last(tmp_path, monkeypatch):
+    """The trained model's files are renamed into its folder (which also holds the checkpoint) the
+    weights last, so a ``model.safetensors`` there always has its config (``create`` reuses a
+    decoder that has one); nothing else is left behind."""
+    import os
+
+    import ram_avatar.mda.train as train_module
+
+    moved, replace = [], os.replace
+
+    def recorded(source: str, target: str) -> None:
+        moved.append(Path(target).name)
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", recorded)
+    model = PoseVAE(**TINY_PRIOR)
+    train_module._save_model(model, tmp_path, {"steps": 1})
+    monkeypatch.undo()
+    assert moved[-2:] == ["model.safetensors", "metrics.json"] and "config.json" in moved
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(moved)  # no hidden staging left
+    loaded = PoseVAE.from_pretrained(str(tmp_path)).state_dict()
+    assert all(torch.equal(value, loaded[key]) for key, value in model.state_dict().items())
 
 
 def test_cli_align_apply_writes_motion_plot_and_table(trained, tmp_path):

@@ -37,7 +37,8 @@ def test_folder_layout_and_exact_round_trip(pipe, avatar_dir, motion, tmp_path):
     from ram_avatar.pipelines import RamAvatarPipeline
 
     names = {p.name for p in avatar_dir.iterdir()}
-    assert names == {"avatar.json", "avatar", "pose_decoder", "pose_prior", "face_rig.safetensors", "README.md"}
+    assert names == {"avatar.json", "model_index.json", "avatar", "pose_decoder", "pose_prior", "face_rig.safetensors",
+                     "README.md"}
     assert {p.name for p in (avatar_dir / "avatar").iterdir()} >= {"config.json", "model.safetensors", "README.md"}
     manifest = json.loads((avatar_dir / "avatar.json").read_text())
     assert manifest["format"] == "ram-avatar-avatar" and manifest["template"]["name"] == "anny"
@@ -65,7 +66,7 @@ def test_renders_the_body_where_the_framing_puts_it(pipe, motion):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_stream_is_lazy(pipe, motion, monkeypatch, workers):
-    import ram_avatar.pipelines.ram_avatar_pipeline as module
+    import ram_avatar.pipelines.streaming as module
 
     monkeypatch.setattr(module, "stream_workers", lambda device: workers)
     calls = []
@@ -85,7 +86,7 @@ def test_two_chunks_at_once_render_the_same_frames(pipe, motion, monkeypatch):
     its first frame's temporal features, MDA in order: the same features reach the network and
     the same frames come out as with one chunk after the other (to float rounding: the workers'
     threads differ). PyTorch's thread count is restored after, also when the caller stops early."""
-    import ram_avatar.pipelines.ram_avatar_pipeline as module
+    import ram_avatar.pipelines.streaming as module
 
     threads = torch.get_num_threads()
     renderer = type(pipe.renderer)
@@ -125,7 +126,7 @@ def test_two_chunks_at_once_render_the_same_frames(pipe, motion, monkeypatch):
 def test_progress_callback_reports_each_stage_in_order(pipe, motion, monkeypatch, workers):
     """``callback(stage, done, total)``: the motion loaded, then MDA per chunk, each ahead of its
     frames, and every frame as it comes out; ``__call__`` reports the same."""
-    import ram_avatar.pipelines.ram_avatar_pipeline as module
+    import ram_avatar.pipelines.streaming as module
 
     monkeypatch.setattr(module, "stream_workers", lambda device: workers)
     events = []
@@ -211,6 +212,31 @@ def test_mp4_with_the_clips_sound(pipe, motion, tmp_path):
         frames = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
     assert len(frames) == 12 and frames[0].shape == (48, 48, 3)
     assert not list(tmp_path.glob(".*partial*"))  # temporary files cleaned up
+
+
+def test_write_video_keeps_the_exact_rate_pads_odd_sizes_and_stages_the_file(tmp_path):
+    """The one mp4 writer for whole frame lists and iterables: 12.5 fps stays 12.5, a 33x45 frame
+    gets a black row and column (H.264 needs even sizes), the file appears whole with the umask's
+    mode and nothing is left beside it."""
+    import os
+    import stat
+
+    from ram_avatar.pipelines.video import write_video
+
+    frames = (np.full((33, 45, 3), 40 * i, np.uint8) for i in range(5))  # a generator: taken as it comes
+    old = os.umask(0o027)
+    try:
+        path = write_video(tmp_path / "out.mp4", frames, 12.5)
+    finally:
+        os.umask(old)
+    assert path == tmp_path / "out.mp4" and stat.S_IMODE(path.stat().st_mode) == 0o640
+    with av.open(str(path)) as video:
+        assert video.streams.video[0].average_rate == 12.5
+        decoded = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+    assert len(decoded) == 5 and decoded[0].shape == (34, 46, 3)
+    # The picture inside (the codec blurs the edge next to the padding a little), black below it.
+    assert np.abs(decoded[3][:30, :42].astype(int) - 120).max() <= 3 and decoded[3][33:, :].max() <= 20
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
 def test_bvh_motion(pipe, shared_data):

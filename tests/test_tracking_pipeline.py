@@ -80,3 +80,41 @@ def test_tracked_clip_drives_as_motion(tracked):
     # Same body pose as tracked; only the root is turned to face +Z and moved to the origin.
     assert np.allclose(motion.pose.body_pose.numpy(), subject.pose.body_pose.numpy(), atol=1e-6)
     assert np.allclose(motion.pose.transl[0, [0, 2]].numpy(), 0, atol=1e-6)
+
+
+def test_the_preview_plays_at_the_clips_exact_frame_rate(tmp_path, anny_template):
+    """``write_preview`` writes through the one mp4 writer: 12.5 fps stays 12.5 (it was rounded to
+    12), frame by frame, with no partial file left."""
+    import av
+    import torch
+
+    from ram_avatar.body import SmplxPose
+    from ram_avatar.render import Camera
+    from ram_avatar.tracking.detect import Detections
+
+    frames, size = 3, 64
+    points = {"body": 33, "left_hand": 21, "right_hand": 21, "face": 478}
+    detections = Detections(
+        frames=np.full((frames, size, size, 3), 90, np.uint8),
+        masks=np.full((frames, size, size), 255, np.uint8),
+        keypoints={k: np.zeros((frames, n, 3), np.float32) for k, n in points.items()},
+        crop_boxes=np.tile(np.float32([0, 0, size, size]), (frames, 1)),
+        K=np.tile(np.eye(3, dtype=np.float32), (frames, 1, 1)),
+        fps=12.5,
+        source_size=(size, size),
+        frame_indices=np.arange(frames),
+        found={k: np.zeros(frames, bool) for k in points},
+    )
+    pose = SmplxPose.zeros(frames)
+    pose.transl[:, 2] = -2.5  # in front of the camera at the origin
+    camera = Camera.look_at(torch.zeros(1, 3), torch.tensor([[0.0, 0.0, -1.0]]), focal=60.0, image_size=(size, size))
+    camera = Camera(*(m.expand(frames, *m.shape[1:]) for m in (camera.K, camera.R, camera.t)), (size, size))
+    path = tmp_path / "preview.mp4"
+    shape, expression = anny_template.default_shape()[0], torch.zeros(frames, anny_template.expression_dim)
+    iou = pipeline.write_preview(path, anny_template, detections, pose, shape, expression, camera, progress=False)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == 12.5 and stream.frames == frames
+        assert (stream.codec_context.width, stream.codec_context.height) == (2 * size, size)
+    assert all(0 < value < 1 for value in iou)  # the mask is the whole frame: IoU = the body's share of it
+    assert [p.name for p in tmp_path.iterdir()] == ["preview.mp4"]

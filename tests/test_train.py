@@ -309,13 +309,14 @@ def test_hand_boxes_and_crops_cut_out_the_hand():
 
 
 def test_lr_schedule_ends_with_the_time_budget():
-    from ram_avatar.training.train_avatar import lr_factor
+    from ram_avatar.schedule import cosine_factor
 
-    assert lr_factor(150, 100, 4000, 0.1) > 0.99  # by steps alone, 150 of 4000 is still at the peak
-    assert lr_factor(150, 100, 4000, 0.1, time_progress=1.0) == pytest.approx(0.1)  # the minutes are spent
-    assert lr_factor(150, 100, 4000, 0.1, time_progress=0.5) == pytest.approx(0.55)
-    assert lr_factor(3999, 100, 4000, 0.1, time_progress=0.1) == pytest.approx(0.1, abs=1e-4)  # steps end first
-    assert lr_factor(9, 100, 4000, 0.1, time_progress=0.9) == pytest.approx(0.1)  # warm-up counts steps
+    assert cosine_factor(150, 4000, 100, 0.1) > 0.99  # by steps alone, 150 of 4000 is still at the peak
+    assert cosine_factor(150, 4000, 100, 0.1, time_progress=1.0) == pytest.approx(0.1)  # the minutes are spent
+    assert cosine_factor(150, 4000, 100, 0.1, time_progress=0.5) == pytest.approx(0.55)
+    assert cosine_factor(3999, 4000, 100, 0.1, time_progress=0.1) == pytest.approx(0.1, abs=1e-4)  # steps end first
+    assert cosine_factor(9, 4000, 100, 0.1, time_progress=0.9) == pytest.approx(0.1)  # warm-up counts steps
+    assert [cosine_factor(s, 10, 2, 0.2) for s in (0, 1, 2, 6, 10)] == pytest.approx([0.5, 1.0, 1.0, 0.6, 0.2])
 
 
 def test_a_time_limited_run_decays_its_learning_rate_within_the_budget(subject_dir, tmp_path, monkeypatch):
@@ -337,7 +338,7 @@ def test_avatar_matches_the_ground_truth_on_any_background(anny_template, tmp_pa
     """A dark subject (on black, its alpha would be free: the old ghost) trained on random
     backgrounds renders like the ground truth on white, black and grey."""
     from ram_avatar.training import Trainer
-    from ram_avatar.training.train_avatar import render_dataset
+    from ram_avatar.training.held_out import render_frames
 
     subject = synthetic_subject(anny_template)
     subject.frames = (subject.frames * 0.2).astype(np.uint8)  # dark clothes
@@ -345,7 +346,7 @@ def test_avatar_matches_the_ground_truth_on_any_background(anny_template, tmp_pa
     trainer = Trainer(folder, tmp_path / "run", config(steps=30, model_overrides={**TINY, "colour_skip": True}), progress=False)
     trainer.run()
     for background in (0.0, 0.5, 1.0):
-        pred, gt, mask = render_dataset(trainer.ema, trainer.held_out_set, torch.device("cpu"), background)
+        pred, gt, mask = render_frames(trainer.ema, trainer.held_out_set, torch.device("cpu"), background)
         body = torch.nn.functional.max_pool2d(mask, 5, 1, 2) > 0  # the person and a margin around it
         error = (pred - gt).abs().mean(1, keepdim=True)[body]
         assert error.mean() < 0.04, (background, error.mean())  # 0.04: ~10 levels of 255 on average

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import operator
 import os
-import shutil
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from ram_avatar import __version__
-from ram_avatar.atomic import partial_path, remove_stale, replace_folder
+from ram_avatar.atomic import staged_folder
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.data.format import (
     CAMERA_ARRAYS, CAMERA_FILE, FORMAT_NAME, FORMAT_VERSION, FRAMES_DIR, KEYPOINT_ARRAYS,
@@ -340,11 +339,7 @@ def write_subject(path: str | os.PathLike, data: SubjectData, overwrite: bool = 
     target = Path(path)
     meta, smplx, camera, keypoints = _to_files(data, target)
     _check_target(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(target)  # what a killed run half-wrote
-    staging = partial_path(target)
-    staging.mkdir()
-    try:
+    with staged_folder(target) as staging:  # also removes what a killed run half-wrote
         for folder, images in ((FRAMES_DIR, data.frames), (MASKS_DIR, data.masks)):
             (staging / folder).mkdir()
             for i in range(meta["num_frames"]):
@@ -355,10 +350,6 @@ def write_subject(path: str | os.PathLike, data: SubjectData, overwrite: bool = 
         text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
         (staging / META_FILE).write_text(text, encoding="utf-8")
         _sync_tree(staging)
-        replace_folder(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if os.name == "posix":
         _fsync(target.parent)  # make the rename itself durable
     return target

@@ -83,12 +83,12 @@ def find_network(avatar: str | os.PathLike) -> tuple[Path, Path | None]:
 
 
 def load_network(folder: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The avatar network (RamAvatar, or BaselineUNet when its metrics.json says so) and its metrics.json."""
-    from ram_avatar.models import BaselineUNet, RamAvatar
+    """The avatar network, of the class its avatar's model_index.json (or its training) names
+    (:func:`ram_avatar.pipelines.format.network_class`), and its metrics.json."""
+    from ram_avatar.pipelines.format import network_class
 
     info = json.loads((folder / "metrics.json").read_text(encoding="utf-8")) if (folder / "metrics.json").is_file() else {}
-    cls = BaselineUNet if info.get("model") == "BaselineUNet" else RamAvatar
-    return cls.from_pretrained(str(folder)).eval(), info
+    return network_class(folder).from_pretrained(str(folder)).eval(), info
 
 
 def held_out_split(subject, every_k: int | None, info: dict[str, Any]) -> tuple[int, list[int]]:  # noqa: ANN001
@@ -106,29 +106,17 @@ def held_out_split(subject, every_k: int | None, info: dict[str, Any]) -> tuple[
     return k, held_out
 
 
-@torch.no_grad()
-def render_held_out(model: torch.nn.Module, subject, template, frames: list[int], background: float, device: torch.device, cache_dir: Path, progress: bool):  # noqa: ANN001, ANN201
-    """(pred, gt, mask) (T, 3|1, H, W) on the CPU for ``frames``, from the trainer's cached maps."""
-    from tqdm import tqdm
+def render_held_out(
+    model: torch.nn.Module, subject, template, frames: list[int], background: float,  # noqa: ANN001
+    device: torch.device, cache_dir: Path, progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pred, gt, mask) (T, 3|1, H, W) on the CPU for ``frames``: the trainer's input maps and its
+    held-out renderer (``ram_avatar.training.held_out``), so the numbers match training's."""
+    from ram_avatar.training import TripletDataset
+    from ram_avatar.training.held_out import model_map_cache, render_frames
 
-    from ram_avatar.training import TripletDataset, build_map_cache
-    from ram_avatar.training.objectives import composite
-
-    cache = build_map_cache(
-        subject, template, cache_dir, expand_distance=getattr(model, "expand_distance", 0.03),
-        attention_downsample=getattr(model, "attention_downsample", 4),
-        expanded=getattr(model, "uses_expanded", False), progress=progress,
-    )  # fmt: skip
-    dataset = TripletDataset(subject, cache, frames, None)
-    preds, gts, masks = [], [], []
-    for i in tqdm(range(len(dataset)), desc="held-out frames", disable=not progress):
-        item = dataset[i]
-        maps = {k: v[None].to(device) for k, v in item["maps"].items()}
-        out = model(maps)
-        preds.append(composite(out["rgb"], out["alpha"], background).float().cpu())
-        gts.append(composite(item["image"][None], item["mask"][None], background))
-        masks.append(item["mask"][None])
-    return torch.cat(preds).clamp(0, 1), torch.cat(gts), torch.cat(masks)
+    cache = model_map_cache(model, subject, template, cache_dir, progress)
+    return render_frames(model, TripletDataset(subject, cache, frames, None), device, background, progress=progress)
 
 
 def per_frame_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None) -> dict[str, list[float | None]]:
@@ -191,16 +179,6 @@ def comparison_image(gt: torch.Tensor, pred: torch.Tensor) -> np.ndarray:
     return (np.concatenate(tiles, 1).clip(0, 1) * 255).round().astype(np.uint8)
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    """H.264 mp4 of uint8 (H, W, 3) frames (padded to even sizes, as the codec needs)."""
-    import imageio.v3 as iio
-
-    video = np.stack(frames)
-    H, W = video.shape[1:3]
-    video = np.pad(video, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)))
-    iio.imwrite(path, video, fps=max(1, round(fps)), codec="libx264", plugin="pyav")
-
-
 def plot_per_frame(path: Path, frames: list[int], per_frame: dict[str, list[float | None]], title: str) -> None:
     """PNG with one panel per per-frame metric against the frame index."""
     import matplotlib
@@ -249,7 +227,8 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 def evaluate_ood(avatar: Path, whole: Path | None, subject_dir: Path, motion: str, max_frames: int, strength: float, device: torch.device, progress: bool) -> tuple[dict[str, Any], np.ndarray]:
-    """Drive the avatar with ``motion``: OOD scores (with MDA) and temporal stability, and the frames."""
+    """Drive the avatar with ``motion``: OOD scores (with MDA), temporal stability and the motion's
+    frame rate (``fps``, that of the video), and the frames."""
     from ram_avatar.pipelines import RamAvatarPipeline
 
     if whole is not None:
@@ -258,7 +237,8 @@ def evaluate_ood(avatar: Path, whole: Path | None, subject_dir: Path, motion: st
         pipe = RamAvatarPipeline.from_training(subject_dir, avatar, device=device)
     result = pipe(motion, mda_strength=strength, max_frames=max_frames, progress=progress)
     frames = torch.from_numpy(result.frames).permute(0, 3, 1, 2).float() / 255
-    report = {"motion": str(motion), "frames": int(result.num_frames), "mda_strength": strength if pipe.has_mda else None,
+    report = {"motion": str(motion), "frames": int(result.num_frames), "fps": float(result.fps),
+              "mda_strength": strength if pipe.has_mda else None,
               "ood_before": None if result.ood_before is None else float(np.mean(result.ood_before)),
               "ood_after": None if result.ood_after is None else float(np.mean(result.ood_after)),
               **temporal_stability(frames)}  # fmt: skip
@@ -295,6 +275,7 @@ def evaluate_avatar(
     from ram_avatar.body import load_template
     from ram_avatar.data import load_subject
     from ram_avatar.device import default_device
+    from ram_avatar.pipelines.video import write_video
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / "metrics.json").is_file():
@@ -328,12 +309,12 @@ def evaluate_avatar(
         for t, g, p in zip(frames, gt, pred):
             tiles.append(comparison_image(g, p))
             iio.imwrite(staging / "comparisons" / f"frame_{t:06d}.png", tiles[-1])
-        write_video(staging / "comparison.mp4", tiles, subject.fps / k)
+        write_video(staging / "comparison.mp4", tiles, subject.fps / k)  # exact: 30 fps, every 4th -> 7.5
         plot_per_frame(staging / "per_frame.png", frames, per_frame, f"{Path(subject_dir).name}: held-out frames")
         ood = None
         if ood_motion is not None:
             ood, rendered = evaluate_ood(network, whole, Path(subject_dir), str(ood_motion), ood_frames, mda_strength, device, progress)
-            write_video(staging / "ood.mp4", list(rendered), subject.fps)
+            write_video(staging / "ood.mp4", rendered, ood["fps"])  # the motion's own rate, as animate writes it
             report["ood"] = ood
         (staging / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (staging / "metrics.md").write_text(markdown_table(report), encoding="utf-8")

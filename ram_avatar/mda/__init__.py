@@ -5,6 +5,7 @@ decoder, and the run-time alignment of driving motion toward the subject's own p
     prior = train_prior(["mocap/"], "out/prior", steps=20_000).model
     decoder = train_subject_decoder("subjects/me", prior, "out/me-align").model
     result = align(driving_pose, prior, decoder)  # .pose, .ood_before, .ood_after
+    prior, decoder = load_prior("out/prior"), load_decoder("out/me-align")   # saved ones (mda.load)
 
 The names are imported on first use, so that ``ram_avatar.mda.cli`` (loaded by every
 ``ram-avatar`` call) stays free of torch.
@@ -26,6 +27,8 @@ __getattr__ = lazy_exports(__name__, {
     "AlignResult": "ram_avatar.mda.align",
     "mirror_pose": "ram_avatar.mda.augment",
     "mirror_body_pose": "ram_avatar.mda.augment",
+    "load_decoder": "ram_avatar.mda.load",
+    "load_prior": "ram_avatar.mda.load",
     "train_prior": "ram_avatar.mda.train",
     "train_subject_decoder": "ram_avatar.mda.train",
     "TrainResult": "ram_avatar.mda.train",
@@ -33,6 +36,6 @@ __getattr__ = lazy_exports(__name__, {
 
 
 __all__ = [
-    "DEFAULT_STRENGTH", "AlignResult", "TrainResult", "align", "mirror_body_pose", "mirror_pose", "train_prior",
-    "train_subject_decoder",
+    "DEFAULT_STRENGTH", "AlignResult", "TrainResult", "align", "load_decoder", "load_prior", "mirror_body_pose",
+    "mirror_pose", "train_prior", "train_subject_decoder",
 ]  # fmt: skip

@@ -6,16 +6,14 @@ torch from (seed, step, process), so a resumed run draws exactly the batches, no
 an uninterrupted one would. Checkpoints (``OUT/checkpoint``: ``accelerate`` state plus
 ``trainer_state.json``) are written to a temporary folder and renamed into place, so a crash
 never leaves a half-written one; the finished model is written with ``save_pretrained``
-(config.json + model.safetensors) and its numbers to ``OUT/metrics.json``.
+(config.json + model.safetensors, the weights renamed into place last) and its numbers to
+``OUT/metrics.json``. The learning rate follows :func:`ram_avatar.schedule.cosine_factor`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +23,11 @@ from accelerate import Accelerator
 from torch import nn
 from tqdm.auto import tqdm
 
-from ram_avatar.atomic import staged_file
+from ram_avatar.atomic import remove_shared_partials, replace_folder, shared_partial, staged_file, staged_files
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.device import default_device
 from ram_avatar.mda.augment import jitter, mirror_body_pose
+from ram_avatar.mda.load import load_decoder, load_prior  # noqa: F401  (also imported from here, as before)
 from ram_avatar.mda.losses import (
     hinge_limit_loss,
     kl_loss,
@@ -38,8 +37,10 @@ from ram_avatar.mda.losses import (
 from ram_avatar.models.pose_decoder import SubjectPoseDecoder, fingerprint
 from ram_avatar.models.pose_vae import PoseVAE
 from ram_avatar.rotations import aa_to_matrix, angle_between_aa
+from ram_avatar.schedule import cosine_factor
 
 CHECKPOINT = "checkpoint"
+FINAL_LR_RATIO = 0.02  # the learning rate at the last step, as a fraction of the peak
 STATE_FILE = "trainer_state.json"
 METRICS_FILE = "metrics.json"
 
@@ -183,33 +184,26 @@ class DecoderObjective(nn.Module):
 
 
 def _save_checkpoint(accelerator: Accelerator, out_dir: Path, state: dict) -> None:
-    """accelerate state + trainer_state.json into a temp folder, then swapped in by renames."""
-    tmp = out_dir / f".{CHECKPOINT}.tmp"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+    """accelerate state + trainer_state.json into a hidden folder that every process names alike,
+    then put in place by :func:`~ram_avatar.atomic.replace_folder` (old or new, never half)."""
+    staging = shared_partial(out_dir / CHECKPOINT, state["step"])
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    accelerator.save_state(str(staging))
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-        final, old = out_dir / CHECKPOINT, out_dir / f".{CHECKPOINT}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        if final.exists():
-            final.rename(old)  # a directory cannot be renamed onto a non-empty one
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
+        replace_folder(staging, out_dir / CHECKPOINT)
     accelerator.wait_for_everyone()
 
 
 def _find_checkpoint(out_dir: Path) -> Path | None:
-    """The checkpoint folder, or the previous one if a crash hit between the two renames."""
-    for name in (CHECKPOINT, f".{CHECKPOINT}.old"):
-        if (out_dir / name / STATE_FILE).exists():
-            return out_dir / name
-    return None
+    """The checkpoint folder, if one was saved."""
+    return out_dir / CHECKPOINT if (out_dir / CHECKPOINT / STATE_FILE).exists() else None
 
 
 def _resume_state(out_dir: Path, resume: bool) -> dict | None:
+    """The saved trainer state to resume from (None: start), after removing what a run killed while
+    saving left (before this run saves anything)."""
+    remove_shared_partials(out_dir / CHECKPOINT)
     checkpoint = _find_checkpoint(out_dir)
     if checkpoint is not None and not resume:
         raise FileExistsError(f"{out_dir} already holds a training checkpoint; pass --resume (resume=True) to continue it, or choose another output folder")
@@ -226,11 +220,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _save_model(model: nn.Module, out_dir: Path, metrics: dict) -> None:
-    """save_pretrained into a temp folder, then each file renamed into ``out_dir``."""
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".model.tmp") as tmp:
-        model.save_pretrained(tmp)
-        for file in Path(tmp).iterdir():
-            os.replace(file, out_dir / file.name)
+    """save_pretrained's files renamed into ``out_dir`` (beside the checkpoint), the weights last: a
+    ``model.safetensors`` there always comes with its config (``create`` reuses a decoder that has
+    one); then metrics.json."""
+    with staged_files(out_dir, last="model.safetensors") as staging:
+        model.save_pretrained(staging)
     _write_atomic(out_dir / METRICS_FILE, json.dumps(metrics, indent=2))
 
 
@@ -250,16 +244,16 @@ def _loop(
     desc: str,
     progress: bool,
 ) -> None:
-    """Optimise ``objective(*batch_fn())["loss"]`` from ``start`` to ``steps`` with cosine LR decay."""
+    """Optimise ``objective(*batch_fn())["loss"]`` from ``start`` to ``steps``: a warm-up over the
+    first tenth (at most 100 steps), then a cosine decay to ``FINAL_LR_RATIO`` of ``lr``."""
     warmup = min(100, max(steps // 10, 1))
     objective.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc,
                disable=not (progress and accelerator.is_local_main_process))  # fmt: skip
     for step in bar:
         torch.manual_seed(seed + 1_000_003 * step + accelerator.process_index)
-        scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in optimizer.param_groups:
-            group["lr"] = lr * max(scale, 0.02)
+            group["lr"] = lr * cosine_factor(step, steps, warmup, FINAL_LR_RATIO)
         terms = objective(*batch_fn())
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(terms["loss"])
@@ -363,33 +357,6 @@ def train_prior(
         _save_model(prior, out_dir, metrics)
     accelerator.wait_for_everyone()
     return TrainResult(prior, metrics, out_dir)
-
-
-def load_prior(prior: PoseVAE | str | os.PathLike) -> PoseVAE:
-    """A :class:`PoseVAE`, passed through or loaded from a folder / Hub id, in eval mode."""
-    if isinstance(prior, PoseVAE):
-        return prior.eval()
-    return _from_pretrained(PoseVAE, prior, "pose prior", "ram-avatar motion-prior train").eval()
-
-
-def load_decoder(decoder: SubjectPoseDecoder | str | os.PathLike) -> SubjectPoseDecoder:
-    """A :class:`SubjectPoseDecoder`, passed through or loaded from a folder / Hub id, in eval mode."""
-    if isinstance(decoder, SubjectPoseDecoder):
-        return decoder.eval()
-    return _from_pretrained(SubjectPoseDecoder, decoder, "subject decoder", "ram-avatar align train").eval()
-
-
-def _from_pretrained(cls: type, source: str | os.PathLike, what: str, how: str) -> nn.Module:
-    """``cls.from_pretrained(source)`` with a user-facing error when there is nothing to load."""
-    path = Path(source)
-    if path.is_dir() and not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path} holds no {what} (no config.json); train one with `{how}`")
-    try:
-        return cls.from_pretrained(str(source))
-    except (OSError, ValueError) as error:  # hub errors (not found, offline, bad id) derive from these
-        if path.is_dir():
-            raise
-        raise FileNotFoundError(f"no {what} at {source}: not a folder here and not loadable from the Hub ({error})") from error
 
 
 def load_subject_poses(subject: MotionSource, fps: float | None) -> tuple[torch.Tensor, float]:

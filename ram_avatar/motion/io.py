@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ram_avatar.atomic import staged_file
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.limits import check_limit
 from ram_avatar.motion.bvh import load_bvh
@@ -121,16 +121,8 @@ def save_motion(motion: Motion, path: str | os.PathLike) -> Path:
         "format": np.str_(FORMAT_NAME),
         "version": np.int64(FORMAT_VERSION),
     }
-    tmp = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:8]}.partial")
-    # os.open applies the umask to 0o666, as open() does; tempfile.mkstemp would give 0o600.
-    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with staged_file(path) as tmp, open(tmp, "wb") as file:
+        np.savez(file, **arrays)
     return path
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ram_avatar.mda import DEFAULT_STRENGTH
@@ -32,13 +33,13 @@ def create_avatar(
     progress: bool = True,
     trainer_hook=None,
 ) -> Path:
-    """Clip -> whole avatar folder: track, train the network, train the MDA decoder (when a pose
-    prior is given, default: the bundled example's, see :func:`default_prior`; ``mda=False``
-    skips it), assemble. Intermediate results go to ``work`` (default ``OUT.work``) and are
-    reused by a rerun (tracking and training resume; finished stages are kept). ``synthetic``: the
-    clip shows a rendered, synthetic person (the model cards say so; see ``from_training``).
-    Both folders are checked to be writable before any work; a failed run leaves no folder it
-    made empty."""
+    """Clip -> whole avatar folder: track, train the network, train the MDA decoder (against
+    ``prior``, default: the one shipped with the package, see :func:`default_prior`; ``mda=False``
+    skips it; with no prior found it says so in one line and builds no MDA), assemble.
+    Intermediate results go to ``work`` (default ``OUT.work``) and are reused by a rerun
+    (tracking and training resume; finished stages are kept). ``synthetic``: the clip shows a
+    rendered, synthetic person (the model cards say so; see ``from_training``). Both folders
+    are checked to be writable before any work; a failed run leaves no folder it made empty."""
     from ram_avatar.atomic import check_output, removed_if_new
     from ram_avatar.pipelines import RamAvatarPipeline
     from ram_avatar.tracking.pipeline import track
@@ -62,6 +63,9 @@ def create_avatar(
             trainer.run()
         decoder = None
         prior = (prior or default_prior()) if mda else None
+        if mda and prior is None:
+            print("no pose prior found (this install lacks ram_avatar/mda/pose_prior): the avatar gets no MDA; "
+                  "pass --prior FOLDER_OR_HUB_ID to add it", file=sys.stderr)
         if prior is not None:
             from ram_avatar.mda import train_subject_decoder
 
@@ -79,10 +83,13 @@ def create_avatar(
 
 
 def default_prior() -> str | None:
-    """The pose prior shipped with the bundled example avatar, when this is a repository checkout."""
-    examples = Path(__file__).resolve().parents[2] / "examples" / "avatars"
-    found = sorted(examples.glob("*/pose_prior/config.json")) if examples.is_dir() else []
-    return str(found[0].parent) if found else None
+    """The folder of the pose prior that ships inside the package (package data
+    ``ram_avatar/mda/pose_prior``, the bundled example avatar's prior), in any install; None only
+    where the install lacks it."""
+    from importlib.resources import files
+
+    folder = files("ram_avatar.mda") / "pose_prior"
+    return str(folder) if (folder / "config.json").is_file() else None
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -169,7 +176,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--config", default="rt-256", help="avatar size: rt-256 (default), hq-512, paper-1024")
     create.add_argument("--minutes", type=float, default=30.0, help="training wall-time limit (default 30)")
     create.add_argument("--steps", type=int, default=4000, help="training steps, also the LR schedule's length (default 4000)")
-    create.add_argument("--prior", default=None, help="pose prior folder / Hub id for the MDA decoder (default: the bundled example's)")
+    create.add_argument("--prior", default=None,
+                        help="pose prior folder / Hub id for the MDA decoder (default: ram-avatar's own)")
     create.add_argument("--no-mda", action="store_true", help="make no MDA decoder")
     create.add_argument("--decoder-steps", type=int, default=2000, help="MDA decoder training steps (default 2000)")
     create.add_argument("--max-frames", type=int, default=None, help="track at most this many frames")

@@ -1,5 +1,6 @@
-"""The avatar folder on disk (layout: :mod:`ram_avatar.pipelines.ram_avatar_pipeline`): its names,
-its checked manifest, Hub downloads, and a description read from its files alone.
+"""The avatar folder on disk (layout: :mod:`ram_avatar.pipelines.format`): its names, its checked
+manifests (``avatar.json``, ``model_index.json``), Hub downloads, and a description read from its
+files alone.
 
 No torch here: ``ram-avatar info`` describes a folder from ``avatar.json``, the JSON files beside
 the networks and the safetensors headers, without building the body template or loading a network.
@@ -16,6 +17,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from ram_avatar import registry
 from ram_avatar.limits import check_limit
 
 MANIFEST = "avatar.json"
@@ -24,7 +26,10 @@ VERSION = 1
 FACE_RIG = "face_rig.safetensors"
 PARTS = {"avatar": "avatar", "decoder": "pose_decoder", "prior": "pose_prior"}
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.md", "*.png"]  # what is downloaded and uploaded: never pickles
-NETWORK = "RamAvatar"  # the class RamAvatarPipeline.from_pretrained loads avatar/ as
+COMPONENTS = "model_index.json"  # each part's library and class, in diffusers' convention
+PIPELINE_CLASS = "RamAvatarPipeline"  # its "_class_name"
+# What a folder without model_index.json (saved before it existed) holds: these classes.
+LEGACY_CLASSES = {"avatar": "RamAvatar", "pose_decoder": "SubjectPoseDecoder", "pose_prior": "PoseVAE"}
 # Bytes per value of the safetensors dtypes a ram-avatar file may hold.
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # fmt: skip
@@ -99,6 +104,52 @@ def check_manifest(manifest: dict[str, Any], label: str) -> None:
         raise bad("name", "a string")
     if not isinstance(manifest.get("source") or {}, dict):
         raise bad("source", "an object")
+
+
+def read_components(folder: Path) -> dict[str, tuple[str, str]]:
+    """The parts of an avatar folder and their classes, ``{role: (library, class name)}`` for the
+    parts it has (``avatar``, and ``pose_decoder`` + ``pose_prior`` when it has MDA): from
+    ``model_index.json``, each class checked against :mod:`ram_avatar.registry`; a folder saved
+    before ``model_index.json`` existed has the classes it was saved with (``LEGACY_CLASSES``)."""
+    path = folder / COMPONENTS
+    if not path.is_file():
+        parts = {role: (registry.LIBRARY, name) for role, name in LEGACY_CLASSES.items() if (folder / role).is_dir()}
+        if "pose_decoder" in parts and not (folder / "pose_prior" / "config.json").is_file():
+            raise AvatarFormatError(f"{folder.name} has pose_decoder/ but no pose_prior/: MDA needs both; "
+                                    "add the prior or remove the decoder")  # fmt: skip
+        if "pose_decoder" not in parts:
+            parts.pop("pose_prior", None)  # a prior alone is no MDA: not loaded, as before
+        return parts
+    index = _json(path)
+    if not isinstance(index, dict) or index.get("_class_name") != PIPELINE_CLASS:
+        raise AvatarFormatError(f"{COMPONENTS} must be a JSON object with \"_class_name\": {json.dumps(PIPELINE_CLASS)}; "
+                                "re-download or re-save the avatar")  # fmt: skip
+    parts = {}
+    for role, entry in index.items():
+        if role.startswith("_"):  # metadata (diffusers' convention), e.g. the version that saved it
+            continue
+        if role not in registry.ROLES:
+            raise AvatarFormatError(f"{COMPONENTS} names a part {role!r} this ram-avatar does not know "
+                                    f"(it knows {', '.join(registry.ROLES)}): upgrade ram-avatar")  # fmt: skip
+        if entry == [None, None]:  # an optional part the avatar does not have
+            continue
+        if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(v, str) for v in entry)):
+            raise AvatarFormatError(f"{COMPONENTS}: {role!r} must be [library, class] or [null, null], "
+                                    f"got {json.dumps(entry)[:60]}; re-download or re-save the avatar")  # fmt: skip
+        if not registry.is_registered(role, *entry):
+            raise AvatarFormatError(f"{COMPONENTS}: {role!r} is {entry[0]}.{entry[1]}, not a class ram-avatar loads "
+                                    f"as {role} ({', '.join(registry.registered(role))}); re-save the avatar, or "
+                                    "register the class with ram_avatar.registry.register")  # fmt: skip
+        if not (folder / role / "config.json").is_file():
+            raise AvatarFormatError(f"{COMPONENTS} names {role}/ but {role}/config.json is missing: "
+                                    "download the avatar again or re-save it")  # fmt: skip
+        parts[role] = (entry[0], entry[1])
+    if "avatar" not in parts:
+        raise AvatarFormatError(f"{COMPONENTS} names no 'avatar' network; re-download or re-save the avatar")
+    if ("pose_decoder" in parts) != ("pose_prior" in parts):
+        raise AvatarFormatError(f"{COMPONENTS} names only one of pose_decoder and pose_prior: MDA needs both; "
+                                "re-save the avatar")  # fmt: skip
+    return parts
 
 
 def safetensors_header(path: Path, label: str) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -186,6 +237,7 @@ def describe_avatar(folder_or_hub_id: str | os.PathLike, revision: str | None = 
     the training's summary (``avatar/metrics.json``)."""
     folder = avatar_folder(folder_or_hub_id, revision, token)
     manifest = read_manifest(folder)
+    components = read_components(folder)
     network = folder / PARTS["avatar"]
     weights = network / "model.safetensors"
     if not weights.is_file():
@@ -193,8 +245,8 @@ def describe_avatar(folder_or_hub_id: str | os.PathLike, revision: str | None = 
     metrics = _json(network / "metrics.json") if (network / "metrics.json").is_file() else {}
     return {
         **manifest, "name": manifest.get("name") or folder.name, "source": manifest.get("source") or {},
-        "network": NETWORK, "parameters": parameter_count(weights), "config": _json(network / "config.json"),
-        "mda": all((folder / PARTS[part] / "config.json").is_file() for part in ("decoder", "prior")),
+        "network": components["avatar"][1], "parameters": parameter_count(weights), "config": _json(network / "config.json"),
+        "mda": "pose_decoder" in components,
         "face_rig": (folder / FACE_RIG).is_file(),
         "training": {k: metrics.get(k) for k in ("config", "steps", "train_minutes", "held_out") if k in metrics},
     }  # fmt: skip
@@ -222,8 +274,9 @@ def _dig(data: dict[str, Any], key: str) -> Any:
     return data
 
 
-def _json(path: Path) -> dict[str, Any]:
+def _json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise AvatarFormatError(f"{path} is not valid JSON ({error}); re-save the avatar") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        label = f"{path.parent.name}/{path.name}"
+        raise AvatarFormatError(f"{label} is not valid JSON ({error}); re-save the avatar") from None

@@ -5,11 +5,13 @@
   (:class:`~ram_avatar.tracking.live_pose.LivePoseSolver`: a few ms, warm-started from the previous
   frame and filtered over time), align the pose (MDA at the session's strength, carrying its state
   from frame to frame) and render it (carrying the avatar's temporal features).
-  ``session(frame)`` runs them in turn; the app's Live tab calls it once per webcam frame.
+  ``session(frame)`` runs them in turn.
 - :class:`LiveLoop` overlaps them on two threads: capture + detection + pose solve on one, MDA +
   render + the sink (window, recording) on the other. They meet in a one-slot :class:`Mailbox`:
   the renderer always takes the newest pose and older ones are dropped, never queued, so latency
   stays bounded when the machine is slower than the camera, and frames come out in order.
+  :class:`BackgroundLive` runs it on a thread of its own for frames handed over one at a time
+  (:class:`PushedFrames`): the app's Live tab, where Gradio calls a handler per webcam frame.
 - Sources: :class:`CameraSource` (an OpenCV camera) and :class:`ClipSource` (a file played at its
   own fps as if it were a camera: frames whose time has passed are skipped); :func:`open_source`
   picks one. :class:`LiveView` is the sink of ``ram-avatar live``: camera | avatar side by side,
@@ -37,7 +39,9 @@ import torch
 
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.mda import DEFAULT_STRENGTH
-from ram_avatar.pipelines.ram_avatar_pipeline import Driving, RamAvatarPipeline, RenderedFrame, _StreamState
+from ram_avatar.pipelines.driving import Driving
+from ram_avatar.pipelines.ram_avatar_pipeline import RamAvatarPipeline
+from ram_avatar.pipelines.streaming import RenderedFrame, Streamer
 
 T = TypeVar("T")
 STAGES = ("detect", "solve", "mda", "render", "output")
@@ -70,7 +74,7 @@ class LiveSession:
         self.pipe, self.mda_strength, self.detect_size, self.filter = pipe, mda_strength, detect_size, filter
         self.detector = self.solver = None  # made for the first frame's size (see detect)
         self.image_size: tuple[int, int] | None = None
-        self.state: _StreamState | None = None
+        self.state: Streamer | None = None  # the stream's MDA latent and temporal features
         self.count = 0
 
     def close(self) -> None:
@@ -89,7 +93,8 @@ class LiveSession:
 
             self.close()  # MediaPipe's mask smoothing fails on a frame of another size than the last
             self.detector = PersonDetector(others_every=0)
-            self.solver = LivePoseSolver(self.pipe.template, (H, W), filter=self.filter)
+            # the avatar's own body shape: the skeleton's bone lengths are the subject's, not the template's default
+            self.solver = LivePoseSolver(self.pipe.template, (H, W), filter=self.filter, shape=self.pipe.shape)
             self.image_size = (H, W)
         scale = min(1.0, self.detect_size / max(H, W))
         if scale < 1:
@@ -113,8 +118,8 @@ class LiveSession:
         if not 0.0 <= self.mda_strength <= 1.0:
             raise ValueError(f"the MDA strength must be within [0, 1] (0 = off, 1 = full), got {self.mda_strength}")
         if self.state is None:  # the framing's height: the first frame's
-            self.state = _StreamState(self.pipe, driving)
-        pose, mda = self.pipe._align_chunk(driving, slice(0, 1), self.mda_strength, self.state)
+            self.state = self.pipe.streamer(driving)
+        pose, mda = self.state.align(driving, self.mda_strength)
         return replace(driving, pose=pose), mda
 
     @torch.no_grad()
@@ -122,9 +127,8 @@ class LiveSession:
         """The avatar in a one-frame (aligned) :class:`Driving`, following on from the frame drawn before."""
         pipe = self.pipe
         if self.state is None:
-            self.state = _StreamState(pipe, driving)
-        prepared = pipe._prepare_chunk(driving, slice(0, 1), driving.pose, mda or {}, False, self.state)
-        rendered, self.state.features = pipe._draw_chunk(prepared, pipe.renderer, (1.0, 1.0, 1.0), self.state.features)
+            self.state = pipe.streamer(driving)
+        rendered = self.state.draw(driving, driving.pose, mda)
         frame = rendered[0]
         frame.index = self.count
         self.count += 1
@@ -341,6 +345,41 @@ class ClipSource:
         self._closed.set()
 
 
+class PushedFrames:
+    """A source fed frame by frame (a webcam whose frames arrive as calls, as in the app): :meth:`push`
+    puts a frame in a one-slot :class:`Mailbox`, replacing one not yet taken (counted in
+    ``skipped``), so the loop always detects the newest frame. Iterating ends after :meth:`close`;
+    frames pushed after it are dropped.
+    ``fps``: the rate frames are expected at; ``size``: the last frame's (H, W) (None before one)."""
+
+    def __init__(self, fps: float = 30.0):
+        self.fps = fps
+        self.size: tuple[int, int] | None = None
+        self._frames: Mailbox[Captured] = Mailbox()
+        self._count = 0
+        self._closed = False
+
+    @property
+    def skipped(self) -> int:
+        return self._frames.dropped
+
+    def push(self, image: np.ndarray, timestamp: float | None = None) -> None:
+        """Hand over an (H, W, 3) uint8 RGB frame captured at ``timestamp`` (time.perf_counter(); default: now)."""
+        if self._closed:
+            return
+        self.size = image.shape[:2]
+        self._frames.put(Captured(self._count, time.perf_counter() if timestamp is None else timestamp, image))
+        self._count += 1
+
+    def __iter__(self) -> Iterator[Captured]:
+        while (frame := self._frames.take()) is not None:
+            yield frame
+
+    def close(self) -> None:
+        self._closed = True
+        self._frames.close()
+
+
 def open_source(source: str | int, *, max_side: int = 720) -> CameraSource | ClipSource:
     """A camera index (``0``, ``"1"``) or a video file path."""
     if isinstance(source, int) or str(source).isdigit():
@@ -509,6 +548,66 @@ class LiveLoop:
                 stages["output"].append(time.perf_counter() - tick)
                 if keep is False:
                     break
+
+
+class BackgroundLive:
+    """:class:`LiveLoop` on a thread of its own, fed frame by frame, for callers that get one camera
+    frame at a time and must answer at once (the app's Live tab: Gradio calls it per webcam frame).
+
+    ``push(frame)`` hands the frame to the loop (replacing one it has not taken yet: the loop
+    detects the newest) and returns at once the newest avatar frame rendered so far (None before
+    the first); the caller never waits for detection or rendering. An error on the loop's threads
+    is raised by the next push, which closes this. ``warm_up``: the (H, W) of the camera's frames,
+    to warm ``session`` up for on the loop's thread before its first frame. :meth:`close` stops
+    the loop and closes ``session`` (this owns it); ``stats`` counts what the loop did so far.
+    """
+
+    def __init__(self, session: LiveSession, *, warm_up: tuple[int, int] | None = None, fps: float = 30.0):
+        self.session = session
+        self.source = PushedFrames(fps)
+        self.loop = LiveLoop(self.source, session, self._keep)
+        self.latest: RenderedFrame | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, args=(warm_up,), name="ram-avatar-live-background", daemon=True)
+        self._thread.start()
+
+    @property
+    def stats(self) -> LiveStats:
+        return self.loop.stats
+
+    def _keep(self, frame: LiveFrame) -> None:
+        if frame.avatar is not None:  # nobody in view: keep the last avatar frame
+            self.latest = frame.avatar
+
+    def _run(self, warm_up: tuple[int, int] | None) -> None:
+        try:
+            if warm_up is not None:
+                self.session.warm_up(warm_up)
+            self.loop.run()
+        except BaseException as error:  # noqa: BLE001 - raised on the caller's thread by the next push
+            self._error = error
+
+    def push(self, frame: np.ndarray, timestamp: float | None = None) -> RenderedFrame | None:
+        """Hand ``frame`` ((H, W, 3) uint8 RGB, captured at ``timestamp``; default: now) to the loop;
+        the newest avatar frame rendered so far (its ``index`` counts the frames rendered)."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            self.close()
+            raise error
+        if self._closed:
+            raise RuntimeError("this live loop is closed: make a new one to push frames again")
+        self.source.push(frame, timestamp)
+        return self.latest
+
+    def close(self) -> None:
+        """Stop the loop (after the frame it is on) and close the session."""
+        if self._closed:
+            return
+        self._closed = True
+        self.loop.stop()
+        self._thread.join()
+        self.session.close()
 
 
 # ----------------------------------------------------------------------------- the view

@@ -20,31 +20,32 @@ from pathlib import Path
 from typing import Any
 
 from ram_avatar.limits import check_limit
-from ram_avatar.pipelines.folder import FACE_RIG, PARTS, AvatarFormatError, safetensors_header
+from ram_avatar.pipelines.folder import FACE_RIG, AvatarFormatError, read_components, safetensors_header
 
 FACE_RIG_SHAPE = (478, 3)  # MediaPipe's face mesh: 478 points in the head joint's frame
 FLOAT_BYTES = 4  # the networks run in float32
 CACHE_BYTES = 64 * 2**20  # an allowance for what rendering caches whatever the frame size
 
 
-def check_avatar_folder(folder: Path, manifest: dict[str, Any]) -> int:
+def check_avatar_folder(
+    folder: Path, manifest: dict[str, Any], components: dict[str, tuple[str, str]] | None = None
+) -> int:
     """Check an avatar folder's networks, face rig and memory need (module docstring) without
-    loading any of it; returns the estimated bytes (parameters plus one frame's activations)."""
-    from ram_avatar.models import PoseVAE, RamAvatar, SubjectPoseDecoder
+    loading any of it; returns the estimated bytes (parameters plus one frame's activations).
+    ``components``: the parts and their classes (default: :func:`~ram_avatar.pipelines.folder.read_components`)."""
     from ram_avatar.models.hub import check_config, check_weights
+    from ram_avatar.registry import component_class
 
     needed, avatar_config = 0, None
-    for part, cls in (("avatar", RamAvatar), ("decoder", SubjectPoseDecoder), ("prior", PoseVAE)):
-        network = folder / PARTS[part]
-        if not network.is_dir():
-            continue  # MDA is optional; read_manifest made sure avatar/ is there
-        label = PARTS[part]
+    for label, (library, name) in (components or read_components(folder)).items():
+        cls = component_class(label, library, name)
+        network = folder / label
         config = _read_json(network / "config.json", f"{label}/config.json")
         weights = network / "model.safetensors"
         if not weights.is_file():
             raise AvatarFormatError(f"{label}/model.safetensors is missing: download the avatar again or re-save it")
         needed += check_weights(cls, config, weights, label)
-        if part == "avatar":
+        if label == "avatar":
             avatar_config = check_config(cls, config, f"{label}/config.json")
     if (folder / FACE_RIG).is_file():
         rig = safetensors_header(folder / FACE_RIG, FACE_RIG).get("face_landmarks")
@@ -79,7 +80,7 @@ def frame_activation_bytes(config: dict[str, Any], image_size: tuple[int, int]) 
     for level, channels in enumerate(widths):  # skip, decoder convs, upsampled coarser level, concatenation
         coarser = widths[level + 1] if level + 1 < len(widths) else 0
         floats += (5 * channels + 2 * coarser + 16) * pixels // 4 ** (level + 1)
-    if config["spatial_attention"] or config["temporal_attention"]:
+    if config.get("spatial_attention") or config.get("temporal_attention"):  # renderers without attention lack both
         h, w = attention_size(*image_size, config["attention_downsample"])
         # row and column logits (h w (h + w)) twice (logits, exponentials), plus the maps
         floats += h * w * (2 * (h + w) + 8 * config["attention_hidden"] + 2 * texture)

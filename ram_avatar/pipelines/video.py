@@ -1,15 +1,19 @@
-"""Writing rendered frames to mp4 as they come (bounded memory), and carrying a clip's audio over.
+"""The one mp4 writer: rendered frames to mp4 as they come (bounded memory), a clip's audio carried over.
 
-The video is encoded frame by frame into a temporary file with PyAV (H.264, yuv420p, so every
-browser plays it; x264's ``veryfast`` preset); when a source clip with sound is given, its audio is copied (AAC) or
-re-encoded (anything else) into the final file in a second, cheap pass. The final name appears
-only when everything succeeded; the temporary files (hidden, beside it: :mod:`ram_avatar.atomic`)
-never stay, whatever fails.
+Every video ram-avatar writes (animations, the app's, live recordings, evaluation videos, the
+tracking preview, the demo) goes through :class:`VideoWriter` or :func:`write_video`. The video is
+encoded frame by frame into a temporary file with PyAV (H.264, yuv420p, so every browser plays it;
+x264's ``veryfast`` preset) at the exact frame rate asked for (7.5 and 29.97 stay so); when a
+source clip with sound is given, its audio is copied (AAC) or re-encoded (anything else) into the
+final file in a second, cheap pass. The final name appears only when everything succeeded, with
+the umask's permissions; the temporary files (hidden, beside it: :mod:`ram_avatar.atomic`) never
+stay, whatever fails.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -130,13 +134,32 @@ class VideoWriter:
             self.abort()
 
 
+def even_size(frame: np.ndarray) -> np.ndarray:
+    """``frame`` (H, W, 3) with a black row / column added where H / W is odd, as H.264 needs."""
+    H, W = frame.shape[:2]
+    return np.pad(frame, ((0, H % 2), (0, W % 2), (0, 0))) if H % 2 or W % 2 else frame
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, **options) -> Path:  # noqa: ANN003
+    """Write ``frames`` ((H, W, 3) uint8, any size: odd ones get a black edge, :func:`even_size`)
+    to the mp4 ``path`` at exactly ``fps``, one at a time as the iterable yields them;
+    ``options``: :class:`VideoWriter`'s. Returns ``path``."""
+    with VideoWriter(path, fps, **options) as writer:
+        for frame in frames:
+            writer.write(even_size(frame))
+    return writer.path
+
+
 def _mux_audio(video: Path, source: str | os.PathLike, out: Path, duration: Fraction) -> None:
     """Copy ``video``'s stream and ``source``'s first audio stream (up to ``duration`` s) into ``out``."""
     with av.open(str(video)) as vin, av.open(str(source)) as ain, av.open(str(out), "w") as output:
         v_in, a_in = vin.streams.video[0], ain.streams.audio[0]
         v_out = output.add_stream_from_template(v_in)
         copy = a_in.codec_context.name == "aac"
-        a_out = output.add_stream_from_template(a_in) if copy else output.add_stream("aac", rate=a_in.codec_context.sample_rate or 48000)
+        if copy:
+            a_out = output.add_stream_from_template(a_in)
+        else:
+            a_out = output.add_stream("aac", rate=a_in.codec_context.sample_rate or 48000)
         for packet in vin.demux(v_in):
             if packet.dts is not None:
                 packet.stream = v_out

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import imageio.v3 as iio
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -38,6 +37,7 @@ from ram_avatar.atomic import check_output, remove_stale, removed_if_new, staged
 from ram_avatar.body import BodyTemplate, SmplxPose, load_template
 from ram_avatar.body.layout import JOINT_NAMES
 from ram_avatar.data import CameraTrack, SubjectData, TemplateInfo, write_subject
+from ram_avatar.pipelines.video import VideoWriter
 from ram_avatar.render import Camera, interpolate, rasterize
 from ram_avatar.tracking.detect import Detections, detect_clip
 from ram_avatar.tracking.face import fit_expressions, lift_face_mesh, split_jaw
@@ -139,23 +139,21 @@ def write_preview(
     camera: Camera,
     progress: bool = True,
 ) -> np.ndarray:
-    """Write the preview video (keypoints | template overlay) and return the per-frame mask IoU (N,)."""
+    """Write the preview video (keypoints | template overlay) at the clip's exact frame rate, frame
+    by frame, and return the per-frame mask IoU (N,)."""
     frames, masks = detections.frames, detections.masks
     iou = np.zeros(len(frames), np.float32)
-    video = []
-    for i in tqdm(range(len(frames)), desc="preview", unit="frame", disable=not progress):
-        body = template(pose[i : i + 1], shape[None], expression[i : i + 1])
-        colours, silhouette = _shade(template, body.vertices, body.normals, camera[i : i + 1])
-        silhouette = silhouette[0].cpu().numpy()
-        person = masks[i] > 127
-        iou[i] = (silhouette & person).sum() / max((silhouette | person).sum(), 1)
-        blend = frames[i].astype(np.float32)
-        alpha = 0.6 * silhouette[..., None]
-        overlay = (blend * (1 - alpha) + colours[0].cpu().numpy() * alpha).astype(np.uint8)
-        video.append(np.concatenate([_draw_keypoints(frames[i], detections.keypoints, i), overlay], axis=1))
-    fps = max(1, round(detections.fps))
-    with staged_file(path) as tmp:
-        iio.imwrite(tmp, np.stack(video), fps=fps, codec="libx264", plugin="pyav")
+    with VideoWriter(path, detections.fps) as video:
+        for i in tqdm(range(len(frames)), desc="preview", unit="frame", disable=not progress):
+            body = template(pose[i : i + 1], shape[None], expression[i : i + 1])
+            colours, silhouette = _shade(template, body.vertices, body.normals, camera[i : i + 1])
+            silhouette = silhouette[0].cpu().numpy()
+            person = masks[i] > 127
+            iou[i] = (silhouette & person).sum() / max((silhouette | person).sum(), 1)
+            blend = frames[i].astype(np.float32)
+            alpha = 0.6 * silhouette[..., None]
+            overlay = (blend * (1 - alpha) + colours[0].cpu().numpy() * alpha).astype(np.uint8)
+            video.write(np.concatenate([_draw_keypoints(frames[i], detections.keypoints, i), overlay], axis=1))
     return iou
 
 

@@ -26,14 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ram_avatar.atomic import partial_path, remove_stale
+from ram_avatar.atomic import staged_folder
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.body.template import BodyTemplate
 from ram_avatar.data import SubjectData
@@ -102,11 +101,7 @@ def build_map_cache(
     folder = Path(cache_root) / f"maps-{_fingerprint(subject, settings)}"
     if folder.is_dir():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(folder)  # what a killed run left
-    staging = partial_path(folder)
-    staging.mkdir()
-    try:
+    with staged_folder(folder) as staging:  # renamed into place whole; removed on any error
         N, device = subject.num_frames, template.faces.device
         shape = torch.as_tensor(np.asarray(subject.shape, np.float32), device=device)[None]
         arrays: dict[str, np.ndarray] = {}
@@ -131,10 +126,6 @@ def build_map_cache(
         for array in arrays.values():
             array.flush()
         (staging / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-        os.rename(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 

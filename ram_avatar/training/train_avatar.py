@@ -27,7 +27,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import math
 import os
 import pickle
 import shutil
@@ -43,7 +42,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ram_avatar.atomic import remove_stale, replace_folder, staged_file
+from ram_avatar.atomic import remove_shared_partials, replace_folder, shared_partial, staged_file
+from ram_avatar.schedule import cosine_factor
+from ram_avatar.training.held_out import model_map_cache, render_frames
 
 CHECKPOINTS = "checkpoints"
 CONFIG_FILE = "train_config.json"
@@ -128,15 +129,6 @@ def build_generator(config: TrainConfig) -> torch.nn.Module:
     return BaselineUNet(**{k: v for k, v in values.items() if k in accepted})
 
 
-def lr_factor(step: int, warmup: int, total: int, final_ratio: float, time_progress: float = 0.0) -> float:
-    """Linear warm-up over ``warmup`` steps, then a cosine from 1 to ``final_ratio`` at ``total``
-    steps, or at ``time_progress`` 1 (the fraction of a time budget spent) if that comes first."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(max((step - warmup) / max(total - warmup, 1), time_progress), 1.0)
-    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
     """ema = d * ema + (1 - d) * model, d = min(decay, (1 + step) / (10 + step)): the warm-up keeps a
@@ -169,11 +161,9 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 def remove_stale_checkpoints(root: Path) -> None:
     """Remove what a run killed while saving left in ``root`` (``checkpoints/``): half-written
-    ``.last.writing-STEP`` / ``.best.writing`` copies; a complete folder moved aside is put back."""
-    for entry in root.glob(".*.writing*") if root.is_dir() else ():
-        shutil.rmtree(entry, ignore_errors=True)
+    ``.last.writing-STEP`` / ``.best.writing-STEP`` copies; a complete folder moved aside is put back."""
     for name in ("last", "best"):
-        remove_stale(root / name)
+        remove_shared_partials(root / name)
 
 
 def check_checkpoint(folder: Path, advice: str) -> None:
@@ -286,22 +276,6 @@ def train_step(batch: dict, parts: dict, config: TrainConfig, accelerator) -> di
 # --- evaluation and previews --------------------------------------------------------------------
 
 
-@torch.no_grad()
-def render_dataset(model: torch.nn.Module, dataset, device: torch.device, background: float, batch_size: int = 4):  # noqa: ANN001
-    """Render every item of ``dataset``: (pred, gt, mask) as CPU tensors (N, 3|1, H, W)."""
-    from ram_avatar.training.objectives import composite
-
-    preds, gts, masks = [], [], []
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    for batch in loader:
-        batch = to_device(batch, device)
-        out = model(batch["maps"])
-        preds.append(composite(out["rgb"], out["alpha"], background).float().cpu())
-        gts.append(composite(batch["image"], batch["mask"], background).cpu())
-        masks.append(batch["mask"].cpu())
-    return torch.cat(preds), torch.cat(gts), torch.cat(masks)
-
-
 def held_out_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> dict[str, float | None]:
     """PSNR / SSIM / LPIPS (alex) of the whole composited frames, and the same over the person
     only (``*_masked``: ``ram_avatar.metrics`` with the GT mask; whole frames are mostly empty
@@ -369,7 +343,7 @@ class Trainer:
         from ram_avatar.data import SubjectDataset, load_subject
         from ram_avatar.losses import PerceptualLoss
         from ram_avatar.models import TemporalDiscriminator
-        from ram_avatar.training.data import StepBatchSampler, TripletDataset, build_map_cache
+        from ram_avatar.training.data import StepBatchSampler, TripletDataset
 
         self.subject_dir, self.out = Path(subject_dir), Path(out_dir)
         self._clock: tuple[float, float] | None = None  # (start, deadline) of a timed run, see time_progress
@@ -400,13 +374,8 @@ class Trainer:
         if not resume and self.config.init_colours and getattr(generator, "colour_skip", False):
             init_colours(generator, self.subject, template, self.train_frames)
         with accelerator.main_process_first():  # one process rasterizes, the others reuse the cache
-            cache = build_map_cache(
-                self.subject, template, cache_dir or self.out / "cache",
-                expand_distance=getattr(generator, "expand_distance", 0.03),
-                attention_downsample=getattr(generator, "attention_downsample", 4),
-                expanded=getattr(generator, "uses_expanded", False),
-                progress=progress and accelerator.is_main_process,
-            )  # fmt: skip
+            shown = progress and accelerator.is_main_process
+            cache = model_map_cache(generator, self.subject, template, cache_dir or self.out / "cache", shown)
         self.train_set = TripletDataset(self.subject, cache, self.train_frames, self.train_frames)
         self.held_out_set = TripletDataset(self.subject, cache, self.held_out, None)
 
@@ -414,7 +383,10 @@ class Trainer:
         c = self.config
         opt_g = torch.optim.Adam(generator.parameters(), lr=c.lr, betas=c.betas)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=c.lr_discriminator, betas=c.betas)
-        schedule = lambda step: lr_factor(step, c.warmup_steps, c.steps, c.final_lr_ratio, self.time_progress())  # noqa: E731
+
+        def schedule(step: int) -> float:
+            return cosine_factor(step, c.steps, c.warmup_steps, c.final_lr_ratio, self.time_progress())
+
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)
         sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)
         generator, discriminator, opt_g, opt_d, sched_g, sched_d = accelerator.prepare(
@@ -474,7 +446,7 @@ class Trainer:
         from safetensors.torch import save_file
 
         accelerator, root = self.accelerator, self.out / CHECKPOINTS
-        staging = root / f".last.writing-{self.state['step']}"
+        staging = shared_partial(root / "last", self.state["step"])  # the same name in every process
         accelerator.wait_for_everyone()
         accelerator.save_state(str(staging))  # every process saves its RNG state; main the rest
         if accelerator.is_main_process:
@@ -482,8 +454,7 @@ class Trainer:
             _write_json(staging / STATE_FILE, self.state)
             replace_folder(staging, root / "last")
             if is_best:
-                best_staging = root / ".best.writing"
-                shutil.rmtree(best_staging, ignore_errors=True)
+                best_staging = shared_partial(root / "best", self.state["step"])
                 shutil.copytree(root / "last", best_staging)
                 replace_folder(best_staging, root / "best")
         accelerator.wait_for_everyone()
@@ -512,7 +483,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float | None]:
         """Held-out metrics of the EMA generator; logs them and writes the preview."""
         device = self.accelerator.device
-        pred, gt, mask = render_dataset(self.ema, self.held_out_set, device, self.config.background)
+        pred, gt, mask = render_frames(self.ema, self.held_out_set, device, self.config.background)
         values = held_out_metrics(pred, gt, mask)
         self.state["history"].append({"step": self.state["step"], **values})
         self.accelerator.log({f"held_out/{k}": v for k, v in values.items() if v is not None}, step=self.state["step"])
@@ -527,13 +498,14 @@ class Trainer:
             return
         device = self.accelerator.device
         if held_out is None:
-            pred, gt, _ = render_dataset(self.ema, torch.utils.data.Subset(self.held_out_set, [0]), device, self.config.background)
+            first = torch.utils.data.Subset(self.held_out_set, [0])
+            pred, gt, _ = render_frames(self.ema, first, device, self.config.background)
             held_out = (gt[0], pred[0])
-        pred, gt, _ = render_dataset(self.ema, torch.utils.data.Subset(self.train_set, [0]), device, self.config.background)
+        first = torch.utils.data.Subset(self.train_set, [0])
+        pred, gt, _ = render_frames(self.ema, first, device, self.config.background)
         image = preview_image([held_out, (gt[0], pred[0])])
-        tmp = self.out / ".preview.writing.png"
-        iio.imwrite(tmp, image, plugin="pillow")
-        os.replace(tmp, self.out / "preview.png")
+        with staged_file(self.out / "preview.png") as tmp:
+            iio.imwrite(tmp, image, plugin="pillow")
         if self.accelerator.trackers:
             writer = self.accelerator.get_tracker("tensorboard", unwrap=True)
             writer.add_image("preview (GT | prediction | error)", image, self.state["step"], dataformats="HWC")
@@ -601,7 +573,7 @@ class Trainer:
         (the card's picture: how the avatar looks off its training background)."""
         frames = np.linspace(0, len(self.held_out_set) - 1, min(count, len(self.held_out_set))).round().astype(int)
         subset = torch.utils.data.Subset(self.held_out_set, sorted(set(frames.tolist())))
-        pred, gt, _ = render_dataset(self.ema, subset, self.accelerator.device, 1.0)
+        pred, gt, _ = render_frames(self.ema, subset, self.accelerator.device, 1.0)
         image = torch.cat([torch.cat([g, p], -1) for g, p in zip(gt, pred)], -1).clamp(0, 1)
         return (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
