@@ -35,6 +35,7 @@ def no_long_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if an avatar, a template or a model starts loading (the output check must come first)."""
     from ram_avatar import body
     from ram_avatar.evaluation import evaluate
+    from ram_avatar.mda import load as mda_load
     from ram_avatar.mda import train as mda_train
     from ram_avatar.pipelines import RamAvatarPipeline
     from ram_avatar.training import train_avatar
@@ -47,7 +48,7 @@ def no_long_work(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(evaluate, "evaluate_avatar", fail)
     monkeypatch.setattr(train_avatar, "train", fail)
     monkeypatch.setattr(mda_train, "train_prior", fail)
-    monkeypatch.setattr(mda_train, "load_prior", fail)
+    monkeypatch.setattr(mda_load, "load_prior", fail)
 
 
 def test_track_into_an_existing_dataset_says_how_to_go_on(tmp_path, capsys):

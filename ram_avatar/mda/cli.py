@@ -122,7 +122,7 @@ def run_align_apply(args: argparse.Namespace) -> int:
     from ram_avatar.device import default_device
     from ram_avatar.mda.align import align
     from ram_avatar.mda.report import plot_ood, write_ood_csv
-    from ram_avatar.mda.train import load_decoder, load_prior
+    from ram_avatar.mda.load import load_decoder, load_prior
     from ram_avatar.motion import Motion, load_motion, save_motion
 
     out = Path(args.out)

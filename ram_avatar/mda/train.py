@@ -27,7 +27,7 @@ from ram_avatar.atomic import remove_shared_partials, replace_folder, shared_par
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.device import default_device
 from ram_avatar.mda.augment import jitter, mirror_body_pose
-from ram_avatar.mda.load import load_decoder, load_prior  # noqa: F401  (also imported from here, as before)
+from ram_avatar.mda.load import load_prior
 from ram_avatar.mda.losses import (
     hinge_limit_loss,
     kl_loss,

@@ -71,7 +71,7 @@ def create_avatar(
 
             decoder_dir = work_dir / "pose_decoder"
             if (decoder_dir / "model.safetensors").is_file():
-                from ram_avatar.mda.train import load_decoder
+                from ram_avatar.mda.load import load_decoder
 
                 decoder = load_decoder(decoder_dir)
             else:
