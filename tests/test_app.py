@@ -194,7 +194,8 @@ def test_live_frames(served, shared_data):
     app = served[0]
     request = SimpleNamespace(session_hash="test")
     assert app.live(np.full((96, 128, 3), 200, np.uint8), TINY, 0.5, request) == app.gr.skip()  # nothing rendered yet
-    frames = read_video(shared_data / "video" / "tfjs_synthetic_dance_static_576.mp4", max_frames=2, min_frames=1).frames
+    clip = shared_data / "video" / "tfjs_synthetic_dance_static_576.mp4"
+    frames = read_video(clip, max_frames=2, min_frames=1).frames
     images = []
     for index in range(3000):  # rendered in the background: push frames until two avatar frames came back
         image = app.live(frames[index % len(frames)], TINY, 0.5, request)
@@ -205,8 +206,12 @@ def test_live_frames(served, shared_data):
             break
         time.sleep(0.01)
     assert len(images) == 2
-    app.end_live("test")
-    assert "test" not in app._live
+    for name in "abcd":  # more sessions than the app keeps live loops for: the oldest one's is closed
+        app.live(frames[0], TINY, 0.5, SimpleNamespace(session_hash=name))
+    assert list(app._live) == [*"abcd"] and len(app._live) == app.LIVE_LOOPS
+    for name in "abcd":
+        app.end_live(name)
+    assert not app._live
 
 
 def test_create_job_reports_and_adds_to_the_zoo(served, tmp_path, monkeypatch):

@@ -21,16 +21,22 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 EXAMPLE = ROOT / "examples" / "avatars" / "dancer-rt256"
 CLIP = "video/tfjs_synthetic_dance_static_576.mp4"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]  # a .y4m as the camera  # fmt: skip
 
 pytestmark = [
-    pytest.mark.slow,  # ~1 minute on 2 CPU cores: a browser streaming a webcam to the app, which renders each frame
-    pytest.mark.skipif(not CHROMIUM.is_file(), reason="no /usr/bin/chromium: apt-get install -y chromium (never downloaded)"),
-    pytest.mark.skipif(not (EXAMPLE / "avatar.json").is_file(), reason="the bundled example avatar is missing: python scripts/make_example_avatar.py"),
+    pytest.mark.slow,  # ~20-60 s on 2 CPU cores: a browser streams a webcam to the app, which renders the avatar
+    pytest.mark.skipif(not CHROMIUM.is_file(),
+                       reason="no /usr/bin/chromium: apt-get install -y chromium (never downloaded)"),  # fmt: skip
+    pytest.mark.skipif(not (EXAMPLE / "avatar.json").is_file(),
+                       reason="the bundled example avatar is missing: python scripts/make_example_avatar.py"),
 ]
 
 
 def write_y4m(clip: Path, out: Path, frames: int) -> Path:
-    """The first ``frames`` frames of ``clip`` as raw YUV 4:2:0 in a .y4m: what Chromium's fake camera plays (in a loop)."""
+    """The first ``frames`` frames of ``clip`` as raw YUV 4:2:0 in a .y4m: what Chromium's fake
+    camera plays (in a loop)."""
     import av
 
     with av.open(str(clip)) as source, av.open(str(out), "w", format="yuv4mpegpipe") as sink:
@@ -54,27 +60,27 @@ def until(condition, seconds: float, what: str) -> None:
 
 
 def test_the_live_tab_streams_a_webcam_to_the_avatar(tmp_path, monkeypatch, shared_data):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the package only; no browser download)")
+    reason = "pip install playwright (the package only; no browser download)"
+    sync_api = pytest.importorskip("playwright.sync_api", reason=reason)
     camera = write_y4m(shared_data / CLIP, tmp_path / "camera.y4m", frames=60)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    for key, value in dict(RAM_AVATAR_ZOO=str(tmp_path / "zoo"), RAM_AVATAR_APP_OUTPUTS=str(tmp_path / "outputs"), HF_HUB_OFFLINE="1").items():
-        monkeypatch.setenv(key, value)  # restored after the test, as is sys.path
+    env = dict(RAM_AVATAR_ZOO=tmp_path / "zoo", RAM_AVATAR_APP_OUTPUTS=tmp_path / "outputs", HF_HUB_OFFLINE="1")
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))  # restored after the test, as is sys.path
     monkeypatch.syspath_prepend(str(ROOT))
     app = importlib.reload(importlib.import_module("app"))
     demo, (_, url, _) = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     shots = ROOT / "outputs" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={camera}"]  # fmt: skip
     outside = []  # requests that leave this machine: the app must work offline
     try:
         with sync_api.sync_playwright() as p:
+            args = [*ARGS, f"--use-file-for-fake-video-capture={camera}"]
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
+            page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else outside.append(r.url))
             page.goto(url)
             page.get_by_role("tab", name="Live").click()
             page.get_by_role("button", name="Click to Access Webcam").click()
@@ -86,15 +92,14 @@ def test_the_live_tab_streams_a_webcam_to_the_avatar(tmp_path, monkeypatch, shar
                 sources.add(avatar.get_attribute("src"))
                 page.wait_for_timeout(200)
             assert len(sources) >= 3, sources  # new avatar frames keep arriving
+            assert page.evaluate("document.querySelector('#live-avatar img').naturalWidth") == 256  # the example's
             (tab,) = app._live.values()  # one browser session, one live loop
             rendered = tab.live.stats.rendered
             until(lambda: tab.live.stats.rendered > rendered + 5, 60, "more avatar frames rendered")
             assert tab.sent > 0 and tab.live.stats.frames >= tab.live.stats.rendered
             page.screenshot(path=str(shots / "live_tab.png"), full_page=True)
-            width = page.evaluate("document.querySelector('#live-avatar img').naturalWidth")
-            assert width == 256  # the example avatar's frames
             browser.close()
-        until(lambda: not app._live, 60, "the page's live loop to stop after the page closed")  # Gradio's unload event
+        until(lambda: not app._live, 60, "the live loop to stop after the page closed")  # Gradio's unload event
         with pytest.raises(RuntimeError, match="closed"):
             tab.live.push(np.zeros((8, 8, 3), np.uint8))
     finally:

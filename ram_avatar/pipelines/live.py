@@ -569,7 +569,8 @@ class BackgroundLive:
         self.latest: RenderedFrame | None = None
         self._error: BaseException | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._run, args=(warm_up,), name="ram-avatar-live-background", daemon=True)
+        name = "ram-avatar-live-background"
+        self._thread = threading.Thread(target=self._run, args=(warm_up,), name=name, daemon=True)
         self._thread.start()
 
     @property
