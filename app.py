@@ -107,10 +107,14 @@ def public_message(text: str, *files: str | os.PathLike) -> str:
 def _unexpected(action: str, error: Exception) -> str:
     """What to tell the visitor when ``action`` failed on something that is not their input."""
     if isinstance(error, ModuleNotFoundError):
-        return (f"{action} failed: this server's installation is incomplete (no module '{error.name}'; for the Space: its "
-                "requirements.txt or its copy of ram_avatar/). Tell the app's owner; nothing you can change fixes it.")  # fmt: skip
-    return (f"{action} failed on the server ({type(error).__name__}: {public_message(str(error))}). Try again; if it "
-            "happens again, report it to the app's owner with this message.")  # fmt: skip
+        return (
+            f"{action} failed: this server's installation is incomplete (no module '{error.name}'; for the Space: its "
+            "requirements.txt or its copy of ram_avatar/). Tell the app's owner; nothing you can change fixes it."
+        )
+    return (
+        f"{action} failed on the server ({type(error).__name__}: {public_message(str(error))}). Try again; if it "
+        "happens again, report it to the app's owner with this message."
+    )
 
 
 def _told(action: str, error: Exception) -> gr.Error:
@@ -206,8 +210,10 @@ def _malformed(component: gr.components.Component, value: Any, name: str) -> str
         path = value.get("path") if isinstance(value, dict) else None
         if value is None or (isinstance(path, str) and _is_upload(path)):
             return None
-        return (f"{name}: send the file itself (with gradio_client: handle_file('my_motion.bvh')); this app "
-                "reads only files uploaded to it, not a path or URL.")  # fmt: skip
+        return (
+            f"{name}: send the file itself (with gradio_client: handle_file('my_motion.bvh')); this app "
+            "reads only files uploaded to it, not a path or URL."
+        )
     if isinstance(component, gr.Slider):
         return _out_of_range(value, name, (component.minimum, component.maximum))
     if isinstance(component, (gr.Dropdown, gr.Textbox)) and value is not None and not isinstance(value, str):
@@ -242,8 +248,10 @@ class StrictBlocks(gr.Blocks):
             raise gr.Error(error.message, duration=error.duration, print_exception=False) from None
         except Exception as error:  # noqa: BLE001 - an input Gradio could not read: the caller's to fix
             logger.info("%s: Gradio could not read an input (%s)", action, type(error).__name__)
-            message = (f"{action}: an input is not in the form this endpoint takes; the app's 'Use via API' page "
-                       "(gradio_client: view_api()) shows each input's type.")  # fmt: skip
+            message = (
+                f"{action}: an input is not in the form this endpoint takes; the app's 'Use via API' page "
+                "(gradio_client: view_api()) shows each input's type."
+            )
             raise gr.Error(message, print_exception=False) from None
 
 
@@ -295,7 +303,10 @@ def get_pipeline(key: str):
         if key not in _pipes:
             try:
                 pipe = RamAvatarPipeline.from_pretrained(key)
-                pipe.template, pipe.renderer  # built on first use: now, while the visitor reads "loading the avatar"
+                _ = (
+                    pipe.template,
+                    pipe.renderer,
+                )  # built on first use: now, while the visitor reads "loading the avatar"
             except (OSError, ValueError) as error:
                 raise gr.Error(f"Could not load {key}: {error}") from None
             _pipes[key] = pipe
@@ -351,7 +362,11 @@ def _result_dir() -> Path:
 
 
 def example_motions() -> list[str]:
-    return sorted(p.name for p in EXAMPLE_MOTIONS.glob("*") if p.suffix.lower() in MOTION_TYPES) if EXAMPLE_MOTIONS.is_dir() else []
+    return (
+        sorted(p.name for p in EXAMPLE_MOTIONS.glob("*") if p.suffix.lower() in MOTION_TYPES)
+        if EXAMPLE_MOTIONS.is_dir()
+        else []
+    )
 
 
 def _motion_path(upload: str | None, example: str | None) -> Path:
@@ -361,12 +376,17 @@ def _motion_path(upload: str | None, example: str | None) -> Path:
         raise gr.Error("upload must be a file (or None) and example the name of an example motion (or None).")
     example = None if example == NO_EXAMPLE else example
     if upload and example:
-        raise gr.Error(f"Two motions are chosen, the file {Path(upload).name} and the example {example}: "
-                       f"set the example to '{NO_EXAMPLE}' to use the file, or remove the file.")  # fmt: skip
+        raise gr.Error(
+            f"Two motions are chosen, the file {Path(upload).name} and the example {example}: "
+            f"set the example to '{NO_EXAMPLE}' to use the file, or remove the file."
+        )
     if upload:
         path = Path(upload)
         if path.suffix.lower() not in MOTION_TYPES + VIDEO_TYPES:
-            raise gr.Error(f"{path.name}: not a motion file or a video. Give a BVH, AMASS / SMPL-X .npz / .json, or a clip ({', '.join(VIDEO_TYPES)}).")
+            raise gr.Error(
+                f"{path.name}: not a motion file or a video. Give a BVH, AMASS / SMPL-X .npz / .json, or a clip "
+                f"({', '.join(VIDEO_TYPES)})."
+            )
         try:
             seconds = _check_upload(path)
         except LimitError:
@@ -374,9 +394,11 @@ def _motion_path(upload: str | None, example: str | None) -> Path:
         except (OSError, ValueError) as error:
             raise _unusable(path, error) from None
         if seconds > DRIVING_SECONDS:
-            raise gr.Error(f"{path.name} lasts {seconds:.0f} s; the app drives avatars with clips of up to "
-                           f"{DRIVING_SECONDS:g} s (it tracks the whole clip): cut it, "
-                           "or use `ram-avatar animate`.")  # fmt: skip
+            raise gr.Error(
+                f"{path.name} lasts {seconds:.0f} s; the app drives avatars with clips of up to "
+                f"{DRIVING_SECONDS:g} s (it tracks the whole clip): cut it, "
+                "or use `ram-avatar animate`."
+            )
         return path
     if example:
         if example not in example_motions():
@@ -414,7 +436,14 @@ def _motion_source(motion: Path) -> str:
 
 
 @handler("Animate")
-def animate(avatar: str, upload: str | None, example: str | None, strength: float, max_frames: float, progress=gr.Progress()):  # noqa: B008
+def animate(
+    avatar: str,
+    upload: str | None,
+    example: str | None,
+    strength: float,
+    max_frames: float,
+    progress=gr.Progress(),  # noqa: B008  (Gradio's way of asking for a progress bar)
+):
     """Drive an avatar with a motion; returns the avatar video, the template overlay, the OOD plot, a summary."""
     from ram_avatar.pipelines.video import VideoWriter
 
@@ -449,21 +478,31 @@ def animate(avatar: str, upload: str | None, example: str | None, strength: floa
         elif stage == "mda" and not rendered:
             progress((done, total), desc="aligning the motion (MDA), rendering the first frames", unit="frames")
 
-    with VideoWriter(out / "avatar.mp4", driving.fps, driving.audio_source, threads=threads) as video, \
-            VideoWriter(out / "template.mp4", driving.fps, threads=threads) as overlay:  # fmt: skip
+    with (
+        VideoWriter(out / "avatar.mp4", driving.fps, driving.audio_source, threads=threads) as video,
+        VideoWriter(out / "template.mp4", driving.fps, threads=threads) as overlay,
+    ):
         for frame in pipe.stream(driving, float(strength), overlay=True, progress=False, mda_log=log, callback=report):
             video.write(frame.image)
             overlay.write(frame.template)
     seconds = time.perf_counter() - start
     plot = None
-    summary = f"**{T} frames** of {_motion_source(motion)} at {driving.fps:g} fps, rendered in {seconds:.1f} s ({T / seconds:.1f} frames/s)."
+    summary = (
+        f"**{T} frames** of {_motion_source(motion)} at {driving.fps:g} fps, rendered in {seconds:.1f} s "
+        f"({T / seconds:.1f} frames/s)."
+    )
     if log:
         import numpy as np
 
         from ram_avatar.pipelines import AnimationResult
 
-        result = AnimationResult(driving.fps, T, ood_before=np.asarray(log["ood_before"]), ood_after=np.asarray(log["ood_after"]),
-                                 change_deg=np.asarray(log["change_deg"]))  # fmt: skip
+        result = AnimationResult(
+            driving.fps,
+            T,
+            ood_before=np.asarray(log["ood_before"]),
+            ood_after=np.asarray(log["ood_after"]),
+            change_deg=np.asarray(log["change_deg"]),
+        )
         plot = str(result.plot_ood(out / "ood.png", title=f"{motion.name}, MDA strength {strength:g}"))
         summary += f" MDA: median OOD score {np.median(result.ood_before):.2f} -> {np.median(result.ood_after):.2f}."
     else:
@@ -484,11 +523,22 @@ def _run_job(job: dict) -> None:
 
     try:
         job["stage"] = "tracking"
-        create_avatar(job["clip"], str(ZOO / job["name"]), work=str(job["work"]), minutes=job["minutes"], steps=job["steps"],
-                      max_frames=job["max_frames"], name=job["name"], progress=False,
-                      trainer_hook=hook)  # fmt: skip
+        create_avatar(
+            job["clip"],
+            str(ZOO / job["name"]),
+            work=str(job["work"]),
+            minutes=job["minutes"],
+            steps=job["steps"],
+            max_frames=job["max_frames"],
+            name=job["name"],
+            progress=False,
+            trainer_hook=hook,
+        )
         job["stage"] = "done"
-    except (OSError, ValueError) as error:  # the clip's problem (nobody in view, unreadable): the message says what to do
+    except (
+        OSError,
+        ValueError,
+    ) as error:  # the clip's problem (nobody in view, unreadable): the message says what to do
         job["stage"], job["error"] = "failed", public_message(str(error), job["clip"])
         logger.info("Create %s: %s", job["name"], job["error"])
     except Exception as error:  # noqa: BLE001 - shown to the visitor, the traceback to the log
@@ -551,11 +601,22 @@ def create(clip: str | None, name: str, minutes: float, max_frames: float):
     job_id = uuid.uuid4().hex[:8]
     out = _result_dir()
     work = ZOO / f".{name}.work"
-    clip_copy = out / "clip" / Path(clip).name  # the upload cache may be cleaned while the job runs; the name is the upload's
+    clip_copy = (
+        out / "clip" / Path(clip).name
+    )  # the upload cache may be cleaned while the job runs; the name is the upload's
     clip_copy.parent.mkdir()
     shutil.copyfile(clip, clip_copy)
-    job = {"id": job_id, "name": name, "clip": str(clip_copy), "work": work, "out": out, "minutes": minutes,
-           "steps": max(200, int(minutes * 60)), "max_frames": max_frames, "stage": "queued"}  # fmt: skip
+    job = {
+        "id": job_id,
+        "name": name,
+        "clip": str(clip_copy),
+        "work": work,
+        "out": out,
+        "minutes": minutes,
+        "steps": max(200, int(minutes * 60)),
+        "max_frames": max_frames,
+        "stage": "queued",
+    }
     _jobs[job_id] = job
     threading.Thread(target=_run_job, args=(job,), daemon=True, name=f"create-{name}").start()
     while True:
@@ -638,7 +699,10 @@ def zoo_markdown() -> str:
     """The avatars in the zoo by name; the app's own folders (the examples) with their path in the app."""
     entries = zoo_entries()
     if not entries:
-        return "*The zoo is empty: run `python scripts/make_example_avatar.py`, create an avatar, or load one from the Hub.*"
+        return (
+            "*The zoo is empty: run `python scripts/make_example_avatar.py`, create an avatar, or load one from "
+            "the Hub.*"
+        )
     lines = []
     for name, key in entries:
         where = f" — `{Path(key).relative_to(ROOT)}`" if Path(key).is_relative_to(ROOT) else ""
@@ -709,21 +773,33 @@ def build_app() -> gr.Blocks:
     first = names[0] if names else None
     motions = example_motions()
     with StrictBlocks(title="ram-avatar", analytics_enabled=False, delete_cache=(CACHE_CHECK_S, CACHE_AGE_S)) as demo:
-        gr.Markdown("# ram-avatar\nReal-time full-body avatars from one video (RAM-Avatar, CVPR 2024). "
-                    "Only make or share avatars of people who agreed to it.")  # fmt: skip
+        gr.Markdown(
+            "# ram-avatar\nReal-time full-body avatars from one video (RAM-Avatar, CVPR 2024). "
+            "Only make or share avatars of people who agreed to it."
+        )
         with gr.Tab("Animate"):
             with gr.Row():
                 avatar_a = gr.Dropdown(names, value=first, label="Avatar", scale=3)
                 refresh = gr.Button("Refresh zoo", scale=1)
             with gr.Row():
-                upload = gr.File(label="Motion file (BVH, AMASS / SMPL-X .npz / .json) or driving clip",
-                                 file_types=list(MOTION_TYPES + VIDEO_TYPES), type="filepath")  # fmt: skip
+                upload = gr.File(
+                    label="Motion file (BVH, AMASS / SMPL-X .npz / .json) or driving clip",
+                    file_types=list(MOTION_TYPES + VIDEO_TYPES),
+                    type="filepath",
+                )
                 with gr.Column():
-                    example = gr.Dropdown([NO_EXAMPLE] + motions, value=motions[0] if motions else NO_EXAMPLE,
-                                          label=f"...or an example motion ('{NO_EXAMPLE}': the file)")  # fmt: skip
-                    strength = gr.Slider(*STRENGTH, value=DEFAULT_STRENGTH, step=0.05,
-                                         label="MDA strength (0 = the motion as it is; more pulls poses far outside "
-                                               "the avatar's range further in)")  # fmt: skip
+                    example = gr.Dropdown(
+                        [NO_EXAMPLE] + motions,
+                        value=motions[0] if motions else NO_EXAMPLE,
+                        label=f"...or an example motion ('{NO_EXAMPLE}': the file)",
+                    )
+                    strength = gr.Slider(
+                        *STRENGTH,
+                        value=DEFAULT_STRENGTH,
+                        step=0.05,
+                        label="MDA strength (0 = the motion as it is; more pulls poses far outside "
+                        "the avatar's range further in)",
+                    )
                     max_frames = gr.Slider(*ANIMATE_FRAMES, value=150, step=10, label="Frames (at most)")
                     go = gr.Button("Animate", variant="primary")
             with gr.Row():
@@ -731,13 +807,23 @@ def build_app() -> gr.Blocks:
                 overlay = gr.Video(label="Template overlay", interactive=False, autoplay=True, loop=True, height=380)
                 plot = gr.Image(label="MDA: out-of-distribution score", type="filepath", interactive=False, height=380)
             summary = gr.Markdown()
-            go.click(animate, [avatar_a, upload, example, strength, max_frames], [video, overlay, plot, summary], api_name="animate")
+            go.click(
+                animate,
+                [avatar_a, upload, example, strength, max_frames],
+                [video, overlay, plot, summary],
+                api_name="animate",
+            )
             # One motion at a time: uploading sets the example to "none", picking an example removes the upload.
             upload.upload(lambda: NO_EXAMPLE, None, example, api_visibility="private")
-            example.input(lambda choice: gr.update() if choice == NO_EXAMPLE else None, example, upload, api_visibility="private")
+            example.input(
+                lambda choice: gr.update() if choice == NO_EXAMPLE else None, example, upload, api_visibility="private"
+            )
         with gr.Tab("Create"):
-            gr.Markdown("Upload a clip of **one person who agreed to it**, whole body in view. It is tracked, an avatar is "
-                        "trained for the minutes you choose, and it appears in the zoo. The job keeps running if you close this page.")  # fmt: skip
+            gr.Markdown(
+                "Upload a clip of **one person who agreed to it**, whole body in view. It is tracked, an avatar is "
+                "trained for the minutes you choose, and it appears in the zoo. The job keeps running if you close "
+                "this page."
+            )
             with gr.Row():
                 clip = gr.File(label="Clip", file_types=list(VIDEO_TYPES), type="filepath")
                 with gr.Column():
@@ -746,26 +832,41 @@ def build_app() -> gr.Blocks:
                     frames = gr.Slider(*CREATE_FRAMES, value=300, step=10, label="Frames tracked (at most)")
                     start = gr.Button("Create", variant="primary")
             if EXAMPLE_CLIP.is_file():
-                gr.Examples([[str(EXAMPLE_CLIP), "dancer"]], [clip, name], label="Example clip: a synthetic (rendered) dancer")
+                gr.Examples(
+                    [[str(EXAMPLE_CLIP), "dancer"]], [clip, name], label="Example clip: a synthetic (rendered) dancer"
+                )
             with gr.Row():
                 track_preview = gr.Video(label="Tracking preview (keypoints | fitted template)", interactive=False)
-                train_preview = gr.Image(label="Training preview (GT | avatar | error)", type="filepath", interactive=False)
+                train_preview = gr.Image(
+                    label="Training preview (GT | avatar | error)", type="filepath", interactive=False
+                )
             status = gr.Markdown()
             jobs = gr.Markdown(jobs_table())
             gr.Button("Refresh jobs").click(jobs_table, None, jobs, api_name="jobs")
-            start.click(create, [clip, name, minutes, frames], [track_preview, train_preview, status], api_name="create")
+            start.click(
+                create, [clip, name, minutes, frames], [track_preview, train_preview, status], api_name="create"
+            )
         with gr.Tab("Live"):
-            gr.Markdown(f"Webcam in, avatar out: frames are detected, fitted and rendered on this machine, "
-                        f"{LIVE_FPS_NOTE}; frames it has no time for are skipped, so the avatar stays about 0.1-0.2 s "
-                        "behind the camera.")
+            gr.Markdown(
+                f"Webcam in, avatar out: frames are detected, fitted and rendered on this machine, "
+                f"{LIVE_FPS_NOTE}; frames it has no time for are skipped, so the avatar stays about 0.1-0.2 s "
+                "behind the camera."
+            )
             with gr.Row():
                 avatar_l = gr.Dropdown(names, value=first, label="Avatar")
                 strength_l = gr.Slider(*STRENGTH, value=DEFAULT_STRENGTH, step=0.05, label="MDA strength")
             with gr.Row():
                 webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera")
                 live_out = gr.Image(label="Avatar", type="numpy", interactive=False, elem_id="live-avatar")
-            webcam.stream(live, [webcam, avatar_l, strength_l], live_out, stream_every=LIVE_EVERY, concurrency_limit=1,
-                          show_progress="hidden", api_name="live")  # fmt: skip
+            webcam.stream(
+                live,
+                [webcam, avatar_l, strength_l],
+                live_out,
+                stream_every=LIVE_EVERY,
+                concurrency_limit=1,
+                show_progress="hidden",
+                api_name="live",
+            )
             demo.unload(_live_session_ended)
         with gr.Tab("Zoo") as zoo_tab:
             listing = gr.Markdown(zoo_markdown())
@@ -811,8 +912,14 @@ def launch(**kwargs) -> tuple:
     keep_freed_memory()  # fewer page faults while rendering (see there)
     demo = build_app()
     demo.queue(default_concurrency_limit=1, max_size=32)
-    return demo, demo.launch(allowed_paths=[str(OUTPUTS)], max_file_size=MAX_UPLOAD, theme=THEME, ssr_mode=False,
-                             footer_links=["api", "settings"], **kwargs)  # fmt: skip
+    return demo, demo.launch(
+        allowed_paths=[str(OUTPUTS)],
+        max_file_size=MAX_UPLOAD,
+        theme=THEME,
+        ssr_mode=False,
+        footer_links=["api", "settings"],
+        **kwargs,
+    )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,8 @@ import torch
 import torch.nn.functional as F
 from render_speed import STYLEAVATAR_CHANNELS, scene, timed
 
-from ram_avatar.device import device_name, keep_freed_memory, split_threads
 from ram_avatar.body import load_template
+from ram_avatar.device import device_name, keep_freed_memory, split_threads
 from ram_avatar.mda.align import align
 from ram_avatar.models import PoseVAE, RamAvatar, StyleUNet, SubjectPoseDecoder, config_image_size
 from ram_avatar.models.avatar import encode_parts
@@ -113,7 +113,9 @@ def stage_table(title: str, rows: list[tuple[str, float, float, float, float]]) 
     print(f"{'stage':<13}{'eager ms':>10}{'CPU ms':>9}{'fast ms':>10}{'CPU ms':>9}{'speed-up':>10}")
     for name, ew, ec, fw, fc in rows:
         eager = f"{ew:>10.1f}{ec:>9.1f}" if ew else f"{'(fast only)':>19}"
-        fast = f"{fw:>10.1f}{fc:>9.1f}" + (f"{ew / fw:>9.2f}x" if ew else "") if fw else f"{'(same)':>10}{'':>9}{'':>10}"
+        fast = (
+            f"{fw:>10.1f}{fc:>9.1f}" + (f"{ew / fw:>9.2f}x" if ew else "") if fw else f"{'(same)':>10}{'':>9}{'':>10}"
+        )
         print(f"{name:<13}{eager}{fast}")
 
 
@@ -188,7 +190,11 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
             ("mda", lambda: align(pose, prior, decoder, 1.0), None),
             ("template", lambda: template(pose), None),
             ("inputs", lambda: model.prepare_inputs(template, pose, camera, face_points=face), None),
-            ("texture", lambda: model.texture.sample(pairs), lambda: (fast.sample(maps["uv"], maps["mask"], boxes), expanded)),
+            (
+                "texture",
+                lambda: model.texture.sample(pairs),
+                lambda: (fast.sample(maps["uv"], maps["mask"], boxes), expanded),
+            ),
             ("attention", lambda: attention(current), fast_attention),
             ("face + hand", lambda: encode_parts(maps, model.face, model.hand), fast_parts),
             ("renderer", lambda: model.renderer(x), fast_renderer),
@@ -203,12 +209,20 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
             else:
                 rows.append((stage, *paired(eager_run, fast_run, device, count)))
         if chunks:  # 16 or 32 frames a call: a few calls suffice
-            rows.append((f"chunk of {CHUNK}", *paired(lambda: end_to_end(model, CHUNK), lambda: end_to_end(fast, CHUNK), device, 3, 1)))
+            rows.append(
+                (
+                    f"chunk of {CHUNK}",
+                    *paired(lambda: end_to_end(model, CHUNK), lambda: end_to_end(fast, CHUNK), device, 3, 1),
+                )
+            )
             if stream_workers(device) == 2:  # what a stream does on a CPU (the fast path by default)
                 rows.append(("2 chunks", 0.0, 0.0, *timed(lambda: chunks_at_once(fast), device, 3, 1)))
     encoder.close()
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    stage_table(f"{name}: {H}x{W}, {params:.1f}M parameters, median of {count}, peak memory {peak_memory_mb(device):.0f} MB", rows)
+    stage_table(
+        f"{name}: {H}x{W}, {params:.1f}M parameters, median of {count}, peak memory {peak_memory_mb(device):.0f} MB",
+        rows,
+    )
     summary = []
     labels = {
         "end-to-end": (1, "end-to-end, one frame at a time"),
@@ -219,7 +233,8 @@ def bench_config(name: str, template, mda, device: torch.device, repeats: int, f
         per, label = labels[stage]  # per frame
         summary += [
             f"{name:<11} {path} {wall / per:7.1f} ms {1000 * per / wall:6.1f} FPS (CPU {cpu / per:6.1f} ms)  {label}"
-            for path, wall, cpu in (("eager", ew, ec), ("fast ", fw, fc)) if wall
+            for path, wall, cpu in (("eager", ew, ec), ("fast ", fw, fc))
+            if wall
         ]
     return summary
 
@@ -235,16 +250,24 @@ def bench_styleavatar(device: torch.device, repeats: int) -> None:
     with torch.inference_mode():
         t_theirs, c_theirs = timed(lambda: theirs(x), device, 3, warmup=1)  # seconds per call on a CPU
         t_eager, c_eager, t_fast, c_fast = paired(lambda: eager_ours(x), lambda: ours.renderer(x), device, repeats)
-    print(f"\nrenderer at 256x256 (wall ms / CPU ms): StyleAvatar widths {widths}: {t_theirs:.1f} / {c_theirs:.1f}; "
-          f"rt-256 eager {t_eager:.1f} / {c_eager:.1f}; rt-256 fast {t_fast:.1f} / {c_fast:.1f}")  # fmt: skip
-    print(f"StyleAvatar-width / rt-256 renderer: {t_theirs / t_eager:.1f}x eager, {t_theirs / t_fast:.1f}x fast (wall); "
-          f"{c_theirs / c_eager:.1f}x / {c_theirs / c_fast:.1f}x (CPU)")  # fmt: skip
+    print(
+        f"\nrenderer at 256x256 (wall ms / CPU ms): StyleAvatar widths {widths}: {t_theirs:.1f} / {c_theirs:.1f}; "
+        f"rt-256 eager {t_eager:.1f} / {c_eager:.1f}; rt-256 fast {t_fast:.1f} / {c_fast:.1f}"
+    )
+    print(
+        f"StyleAvatar-width / rt-256 renderer: {t_theirs / t_eager:.1f}x eager, {t_theirs / t_fast:.1f}x fast (wall); "
+        f"{c_theirs / c_eager:.1f}x / {c_theirs / c_fast:.1f}x (CPU)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=None, help="default: rt-256 hq-512 (+ paper-1024 on CUDA or with --all)")
-    parser.add_argument("--all", action="store_true", help="include paper-1024 on a CPU, and chunk rows above 256^2 (minutes)")
+    parser.add_argument(
+        "--configs", nargs="+", default=None, help="default: rt-256 hq-512 (+ paper-1024 on CUDA or with --all)"
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="include paper-1024 on a CPU, and chunk rows above 256^2 (minutes)"
+    )
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
@@ -256,14 +279,20 @@ def main() -> None:
     configs = args.configs or (["rt-256", "hq-512"] + (["paper-1024"] if args.all or device.type == "cuda" else []))
     import os
 
-    print(f"{device_name(device)} ({os.cpu_count()} CPUs), {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {device}, batch 1")
+    print(
+        f"{device_name(device)} ({os.cpu_count()} CPUs), {torch.get_num_threads()} torch threads, torch "
+        f"{torch.__version__}, device {device}, batch 1"
+    )
     template = load_template("anny", device=device)
     mda = (PoseVAE().to(device).eval(), SubjectPoseDecoder().to(device).eval())
     with tempfile.TemporaryDirectory() as folder:
         summary = [
-            row for name in configs
-            for row in bench_config(name, template, mda, device, args.repeats, folder, args.all or config_image_size(name) <= 256)
-        ]  # fmt: skip
+            row
+            for name in configs
+            for row in bench_config(
+                name, template, mda, device, args.repeats, folder, args.all or config_image_size(name) <= 256
+            )
+        ]
     bench_styleavatar(device, args.repeats)
     print("\n" + "\n".join(summary))
 

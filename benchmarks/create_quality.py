@@ -29,8 +29,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "data" / "video"
 CLIPS = ["pose2sim_single_cam01_static_1p67s.mp4", "tfjs_synthetic_dance_static_576.mp4"]
-COLUMNS = [("psnr", "whole"), ("ssim", "whole"), ("lpips_alex", "whole"), ("psnr", "person"), ("ssim", "person"),
-           ("lpips_alex", "person"), ("psnr", "person_white")]  # fmt: skip
+COLUMNS = [
+    ("psnr", "whole"),
+    ("ssim", "whole"),
+    ("lpips_alex", "whole"),
+    ("psnr", "person"),
+    ("ssim", "person"),
+    ("lpips_alex", "person"),
+    ("psnr", "person_white"),
+]
 
 
 def run(command: list[str], log: Path, threads: int | None) -> float:
@@ -92,9 +99,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", nargs="+", default=CLIPS, help="clip names in ../shared/data/video")
     parser.add_argument("--minutes", nargs="+", type=float, default=[5, 15, 30])
-    parser.add_argument("--ram-avatar", default=str(Path(sys.executable).with_name("ram-avatar")), help="the ram-avatar executable to measure")
+    parser.add_argument(
+        "--ram-avatar",
+        default=str(Path(sys.executable).with_name("ram-avatar")),
+        help="the ram-avatar executable to measure",
+    )
     parser.add_argument("--label", default="this checkout")
-    parser.add_argument("--threads", type=int, default=None, help="PyTorch threads of the create runs (default: its own choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="PyTorch threads of the create runs (default: its own choice)"
+    )
     parser.add_argument("--out", default=str(ROOT / "outputs" / "create_quality"))
     args = parser.parse_args()
 
@@ -108,15 +121,22 @@ def main() -> None:
         name = Path(clip).stem
         subject = out / f"{name}.subject"
         if not (subject / "meta.json").is_file():
-            run([args.ram_avatar, "track", str(video), str(subject), "--resolution", "256", "--overwrite"], out / f"{name}.track.log", None)
+            run(
+                [args.ram_avatar, "track", str(video), str(subject), "--resolution", "256", "--overwrite"],
+                out / f"{name}.track.log",
+                None,
+            )
         for minutes in args.minutes:
             avatar = out / f"{name}-{minutes:g}min"
             work = Path(str(avatar) + ".work")
             for folder in (avatar, work):
                 shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(subject, work / "subject")  # create skips tracking when the subject exists
-            seconds = run([args.ram_avatar, "create", str(video), str(avatar), "--minutes", f"{minutes:g}", "--no-mda"],
-                          out / f"{avatar.name}.log", args.threads)  # fmt: skip
+            seconds = run(
+                [args.ram_avatar, "create", str(video), str(avatar), "--minutes", f"{minutes:g}", "--no-mda"],
+                out / f"{avatar.name}.log",
+                args.threads,
+            )
             scores = evaluate(avatar, subject, out / f"{avatar.name}.png")
             results.append({"clip": name, "minutes": minutes, "seconds": round(seconds), **scores})
             (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -127,7 +147,11 @@ def main() -> None:
     print("|---|---|---|" + "---|" * len(COLUMNS))
     for r in results:
         cells = [r[kind][name] for name, kind in COLUMNS]
-        print(f"| {r['clip']} | {r['minutes']:g} | {r['steps']} | " + " | ".join("n/a" if c is None else f"{c:.4g}" for c in cells) + " |")
+        print(
+            f"| {r['clip']} | {r['minutes']:g} | {r['steps']} | "
+            + " | ".join("n/a" if c is None else f"{c:.4g}" for c in cells)
+            + " |"
+        )
 
 
 if __name__ == "__main__":

@@ -85,8 +85,10 @@ def report(name: str, runs: list[tuple[LiveStats, float]]) -> None:
     fps = [s.fps for s in stats]
     print(f"  output        {np.median(fps):.1f} FPS (runs: {', '.join(f'{f:.1f}' for f in fps)})")
     print(f"  latency       median {np.median(latency):.0f} ms, p95 {np.percentile(latency, 95):.0f} ms")
-    print(f"  rendered      {sum(s.rendered for s in stats)}; skipped by the camera {sum(s.skipped for s in stats)}, "
-          f"dropped {sum(s.dropped for s in stats)}, nobody in view {sum(s.unseen for s in stats)}")  # fmt: skip
+    print(
+        f"  rendered      {sum(s.rendered for s in stats)}; skipped by the camera {sum(s.skipped for s in stats)}, "
+        f"dropped {sum(s.dropped for s in stats)}, nobody in view {sum(s.unseen for s in stats)}"
+    )
     print(f"  CPU use       {sum(c for _, c in runs) / sum(s.seconds for s in stats):.2f} cores")
     print(f"  {'stage':<12}{'median ms':>10}{'p95 ms':>9}{'calls':>7}")
     for stage in STAGES:
@@ -112,9 +114,11 @@ def main() -> None:
         sys.exit(f"clips not found: {', '.join(missing)} (../shared/data/video is absent?)")
     pipe = RamAvatarPipeline.from_pretrained(args.avatar, device="cpu")
     session = LiveSession(pipe, mda_strength=args.strength)
-    print(f"{pipe.name} ({pipe.image_size[1]}x{pipe.image_size[0]}, MDA {'on' if pipe.has_mda else 'off'}) on "
-          f"{device_name('cpu')}, {os.cpu_count()} CPUs, {torch.get_num_threads()} PyTorch threads; "
-          f"load average {os.getloadavg()[0]:.1f} at the start")  # fmt: skip
+    print(
+        f"{pipe.name} ({pipe.image_size[1]}x{pipe.image_size[0]}, MDA {'on' if pipe.has_mda else 'off'}) on "
+        f"{device_name('cpu')}, {os.cpu_count()} CPUs, {torch.get_num_threads()} PyTorch threads; "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
+    )
     with tempfile.TemporaryDirectory() as folder:
         for clip in clips:
             report(clip.name, [play(clip, session, folder) for _ in range(args.runs)])

@@ -96,8 +96,10 @@ def fit_offline(template, detections, size, boxes: np.ndarray) -> SmplxPose:
     crops (``boxes``: the smoothed person boxes), the crops' intrinsics from ``source_intrinsics``
     (so the poses are in the live solver's camera frame)."""
     resolution = 512
-    keypoints = {k: crop_points(np.stack([getattr(d, k) for d in detections]), boxes, resolution).astype(np.float32)
-                 for k in ("body", "left_hand", "right_hand")}  # fmt: skip
+    keypoints = {
+        k: crop_points(np.stack([getattr(d, k) for d in detections]), boxes, resolution).astype(np.float32)
+        for k in ("body", "left_hand", "right_hand")
+    }
     K = crop_intrinsics(source_intrinsics(size), boxes, resolution)
     return fit_body(template, keypoints, K, resolution, progress=False).pose
 
@@ -129,9 +131,11 @@ def reprojection(template, pose, frames, detections, size, to_256) -> dict[str, 
         d = detections[i]
         keep = (d.body[:, 2] > VISIBLE) & (kmap.body_weight.numpy() > 0)
         body.append(np.median(np.linalg.norm(uv[row, kmap.body_index[keep]] - d.body[keep, :2], axis=1)))
-        errors = [np.linalg.norm(uv[row, index] - h[:, :2], axis=1)
-                  for h, index in ((d.left_hand, kmap.left_hand_index), (d.right_hand, kmap.right_hand_index))
-                  if h[0, 2] > 0]  # fmt: skip
+        errors = [
+            np.linalg.norm(uv[row, index] - h[:, :2], axis=1)
+            for h, index in ((d.left_hand, kmap.left_hand_index), (d.right_hand, kmap.right_hand_index))
+            if h[0, 2] > 0
+        ]
         hands.append(np.median(np.concatenate(errors)) if errors else np.nan)
     return {"body": np.array(body) * to_256, "hands": np.array(hands) * to_256}
 
@@ -196,18 +200,22 @@ def quality(template, poses, offline, offline_joints, detections, size, to_256) 
     pose, frames = stack(poses)
     joints, _ = project(template, pose, size)
     return {
-        "pose": pose, "frames": frames, "joints": joints,
+        "pose": pose,
+        "frames": frames,
+        "joints": joints,
         "reprojection": reprojection(template, pose, frames, detections, size, to_256),
         "angles": angles(pose, offline[frames]),
         "bones": bone_angles(joints, offline_joints[frames]),
         "world": world_angles(joints, frames, detections),
-    }  # fmt: skip
+    }
 
 
 def counts(detections) -> str:
     found = lambda part: sum(getattr(d, part)[0, 2] > 0 for d in detections)  # noqa: E731
-    return (f"person found in {sum(d.found for d in detections)}, hands in {found('left_hand')} (left) / "
-            f"{found('right_hand')} (right), face in {found('face')}")  # fmt: skip
+    return (
+        f"person found in {sum(d.found for d in detections)}, hands in {found('left_hand')} (left) / "
+        f"{found('right_hand')} (right), face in {found('face')}"
+    )
 
 
 def run_clip(template, path: Path, detect_size: int, variants: bool) -> None:
@@ -218,8 +226,10 @@ def run_clip(template, path: Path, detect_size: int, variants: bool) -> None:
     boxes = smooth_boxes(boxes, window=max(1, round(0.2 * fps)), margin=0.1)  # as detect_clip's crops
     side = float(boxes[0, 2] - boxes[0, 0])
     to_256 = 256.0 / side
-    print(f"\n== {path.name}: {len(detections)} frames, {size[1]}x{size[0]} at {fps:g} fps; {counts(detections)}; "
-          f"detection {detect_ms:.0f} ms/frame at {detect_size} px; the person's crop is {side:.0f} px")  # fmt: skip
+    print(
+        f"\n== {path.name}: {len(detections)} frames, {size[1]}x{size[0]} at {fps:g} fps; {counts(detections)}; "
+        f"detection {detect_ms:.0f} ms/frame at {detect_size} px; the person's crop is {side:.0f} px"
+    )
 
     start = time.perf_counter()
     offline = fit_offline(template, detections, size, boxes)
@@ -227,10 +237,12 @@ def run_clip(template, path: Path, detect_size: int, variants: bool) -> None:
     offline_joints, _ = project(template, offline, size)
     frames = np.arange(len(detections))
     reference = {
-        "pose": offline, "joints": offline_joints, "frames": frames,
+        "pose": offline,
+        "joints": offline_joints,
+        "frames": frames,
         "reprojection": reprojection(template, offline, frames, detections, size, to_256),
         "world": world_angles(offline_joints, frames, detections),
-    }  # fmt: skip
+    }
     runs = {}
     for name, filter in (("live", False), ("live + filter", True)):
         poses, _, timings = solve_live(template, detections, size, fps, filter=filter)
@@ -238,8 +250,10 @@ def run_clip(template, path: Path, detect_size: int, variants: bool) -> None:
     report(runs, reference, fps)
     parts = {k: np.array([t[k] for t in timings]) for k in timings[0]}  # the filtered run's, as live
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
-    print(f"\nsolver time per frame, ms (OMP_NUM_THREADS={threads}), median / p95: "
-          + ", ".join(f"{k} {np.median(v):.2f} / {np.percentile(v, 95):.2f}" for k, v in parts.items()))
+    print(
+        f"\nsolver time per frame, ms (OMP_NUM_THREADS={threads}), median / p95: "
+        + ", ".join(f"{k} {np.median(v):.2f} / {np.percentile(v, 95):.2f}" for k, v in parts.items())
+    )
     if variants:
         report_variants(template, detections, size, fps, offline, offline_joints, to_256)
 
@@ -263,17 +277,22 @@ def report(runs: dict[str, dict], reference: dict, fps: float) -> None:
     raw, filtered = runs["live"], runs["live + filter"]
     whole = len(raw["frames"]) == len(reference["frames"])  # the lag needs every frame
     delay = lag(filtered["joints"], raw["joints"]) if whole else float("nan")
-    jitters = ", ".join(f"{name} {jitter(q['joints'], q['frames']):.2f}"
-                        for name, q in (runs | {"offline": reference}).items())  # fmt: skip
-    print(f"\njitter, mean |joint acceleration| of the body joints, mm / frame^2 at {fps:g} fps: {jitters}"
-          f"; filter lag on this clip {delay:.1f} frames ({1000 * delay / fps:.0f} ms), "
-          f"on a slow drift {PoseFilter().rotation.lag(fps):.1f} frames")  # fmt: skip
+    jitters = ", ".join(
+        f"{name} {jitter(q['joints'], q['frames']):.2f}" for name, q in (runs | {"offline": reference}).items()
+    )
+    print(
+        f"\njitter, mean |joint acceleration| of the body joints, mm / frame^2 at {fps:g} fps: {jitters}"
+        f"; filter lag on this clip {delay:.1f} frames ({1000 * delay / fps:.0f} ms), "
+        f"on a slow drift {PoseFilter().rotation.lag(fps):.1f} frames"
+    )
 
 
 def report_variants(template, detections, size, fps, offline, offline_joints, to_256) -> None:
     """Print the solver variants' medians (unfiltered): the measurements behind its design."""
-    print("\nvariants (unfiltered), medians       body px@256  to offline: angles  limb bones  limbs to MP 3D  "
-          "jitter mm  ms")
+    print(
+        "\nvariants (unfiltered), medians       body px@256  to offline: angles  limb bones  limbs to MP 3D  "
+        "jitter mm  ms"
+    )
     base = SolverConfig()
     configs = {
         "world-landmark bone directions only": replace(base, keypoints_2d=0.0, world_3d=1.0),
@@ -283,8 +302,14 @@ def report_variants(template, detections, size, fps, offline, offline_joints, to
     for name, config in configs.items():
         poses, _, times = solve_live(template, detections, size, fps, config=config)
         q = quality(template, poses, offline, offline_joints, detections, size, to_256)
-        cells = (np.median(q["reprojection"]["body"]), np.median(q["angles"][:, BODY]), np.median(q["bones"]),
-                 np.nanmedian(q["world"]), jitter(q["joints"], q["frames"]), np.median([t["total"] for t in times]))
+        cells = (
+            np.median(q["reprojection"]["body"]),
+            np.median(q["angles"][:, BODY]),
+            np.median(q["bones"]),
+            np.nanmedian(q["world"]),
+            jitter(q["joints"], q["frames"]),
+            np.median([t["total"] for t in times]),
+        )
         formats = ("10.2f", "18.1f", "12.1f", "15.1f", "12.2f", "7.2f")
         print(f"  {name:<36s}" + "".join(f"{v:{f}}" for v, f in zip(cells, formats)))
 

@@ -53,12 +53,18 @@ def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mocap", type=Path, default=MOCAP)
-    parser.add_argument("--subject", default="animateddrawings_fair1_wave_hello", help="clip (stem) used as the subject")
-    parser.add_argument("--ood", default="animateddrawings_cmu1_jumping_jacks", help="clip (stem) used as foreign motion")
+    parser.add_argument(
+        "--subject", default="animateddrawings_fair1_wave_hello", help="clip (stem) used as the subject"
+    )
+    parser.add_argument(
+        "--ood", default="animateddrawings_cmu1_jumping_jacks", help="clip (stem) used as foreign motion"
+    )
     parser.add_argument("--prior-steps", type=int, default=2000)
     parser.add_argument("--decoder-steps", type=int, default=1000)
     parser.add_argument("--hidden", type=int, default=256, help="hidden width of both networks")
-    parser.add_argument("--position-weight", type=float, default=1.0, help="joint-position loss (loads the Anny skeleton)")
+    parser.add_argument(
+        "--position-weight", type=float, default=1.0, help="joint-position loss (loads the Anny skeleton)"
+    )
     parser.add_argument("--prior", type=Path, default=None, help="reuse a prior trained by an earlier run (OUT/prior)")
     parser.add_argument("--out", type=Path, default=None, help="keep the trained models here (default: a temp folder)")
     args = parser.parse_args()
@@ -76,9 +82,16 @@ def main() -> None:
         prior = TrainResult(load_prior(args.prior), metrics, args.prior)
         args.prior_steps = metrics["steps"]
     else:
-        prior = train_prior(list(files.values()), out / "prior", args.prior_steps, holdout=[args.subject],
-                            val_fraction=0.0, position_weight=args.position_weight,
-                            model_kwargs={"hidden_dim": args.hidden}, progress=False)  # fmt: skip
+        prior = train_prior(
+            list(files.values()),
+            out / "prior",
+            args.prior_steps,
+            holdout=[args.subject],
+            val_fraction=0.0,
+            position_weight=args.position_weight,
+            model_kwargs={"hidden_dim": args.hidden},
+            progress=False,
+        )
     prior_seconds = time.perf_counter() - start
 
     subject = load_motion(files[args.subject], fps=30.0).pose
@@ -86,32 +99,61 @@ def main() -> None:
     held = [i for i in range(frames) if (i // 6) % 5 == 2]
     kept = [i for i in range(frames) if (i // 6) % 5 != 2]  # a 0.2 s jump at each gap: a few "former" pairs span it
     start = time.perf_counter()
-    decoder = train_subject_decoder(subject[kept], prior.model, out / "decoder", args.decoder_steps, fps=30.0,
-                                    val_fraction=0.0, position_weight=args.position_weight,
-                                    model_kwargs={"hidden_dim": args.hidden}, progress=False)  # fmt: skip
+    decoder = train_subject_decoder(
+        subject[kept],
+        prior.model,
+        out / "decoder",
+        args.decoder_steps,
+        fps=30.0,
+        val_fraction=0.0,
+        position_weight=args.position_weight,
+        model_kwargs={"hidden_dim": args.hidden},
+        progress=False,
+    )
     decoder_seconds = time.perf_counter() - start
 
     # The whole subject clip is aligned in order (so each frame's former pose is its real one);
     # only the held-out frames, and the frame-to-frame steps within held-out blocks, are scored.
     ood = load_motion(files[args.ood], fps=30.0).pose
-    clips = {"subject held-out (in-dist.)": (subject, held), "jumping jacks (OOD)": (ood, list(range(len(ood.body_pose))))}
+    clips = {
+        "subject held-out (in-dist.)": (subject, held),
+        "jumping jacks (OOD)": (ood, list(range(len(ood.body_pose)))),
+    }
     rows = []
     for label, (clip, scored) in clips.items():
         steps = [i for i in scored[:-1] if i + 1 in set(scored)]
         for former, strength in (("aligned", 1.0), ("driving", 1.0), ("aligned", 0.5), ("driving", 0.5)):
             result = align(clip, prior.model, decoder.model, strength=strength, former=former)
             rhythm = correlation(joint_speed(clip.body_pose)[steps], joint_speed(result.pose.body_pose)[steps])
-            rows.append((label, former, strength, len(scored), float(result.change_deg[scored].mean()),
-                         float(result.ood_before[scored].median()), float(result.ood_after[scored].median()), rhythm))  # fmt: skip
+            rows.append(
+                (
+                    label,
+                    former,
+                    strength,
+                    len(scored),
+                    float(result.change_deg[scored].mean()),
+                    float(result.ood_before[scored].median()),
+                    float(result.ood_after[scored].median()),
+                    rhythm,
+                )
+            )
 
-    print(f"\nprior: {prior.metrics['train_frames']} training frames (+ mirrored), {args.prior_steps} steps, {prior_seconds:.0f} s")
+    print(
+        f"\nprior: {prior.metrics['train_frames']} training frames (+ mirrored), {args.prior_steps} steps, "
+        f"{prior_seconds:.0f} s"
+    )
     print(f"  mean per-joint angle error, training frames: {prior.metrics['train_deg']:.1f} deg")
     print(f"  mean per-joint angle error, held-out clip {args.subject}: {prior.metrics['heldout_deg']:.1f} deg")
-    print(f"subject decoder: {len(kept)} frames of {args.subject}, {args.decoder_steps} steps, {decoder_seconds:.0f} s\n")
+    print(
+        f"subject decoder: {len(kept)} frames of {args.subject}, {args.decoder_steps} steps, {decoder_seconds:.0f} s\n"
+    )
     print("| clip | former | strength | frames | change (deg/joint) | OOD before | OOD after | rhythm corr. |")
     print("|---|---|---|---|---|---|---|---|")
     for label, former, strength, count, change, before, after, rhythm in rows:
-        print(f"| {label} | {former} | {strength:.1f} | {count} | {change:.1f} | {before:.2f} | {after:.2f} | {rhythm:.2f} |")
+        print(
+            f"| {label} | {former} | {strength:.1f} | {count} | {change:.1f} | {before:.2f} | {after:.2f} | "
+            f"{rhythm:.2f} |"
+        )
     print(f"\nmodels in {out}")
 
 

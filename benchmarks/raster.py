@@ -5,7 +5,8 @@
 Prints the machine, then the template forward (pose -> vertices and normals) and, per
 resolution, the cost of ``rasterize`` and of the full ``render_maps`` (rasterize + UV and
 canonical maps), both without autograd. On the CPU also ``rasterize`` with the vectorised
-z-buffer the GPU uses instead of the compiled CPU loop, timed in the same run, and the ratio. ``--mesh sphere`` swaps in a synthetic 27,380-triangle sphere.
+z-buffer the GPU uses instead of the compiled CPU loop, timed in the same run, and the ratio.
+``--mesh sphere`` swaps in a synthetic 27,380-triangle sphere.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ def sphere(device: torch.device, rings: int = 106, segments: int = 130) -> dict[
     a, b = grid[:-1], grid[:-1].roll(-1, 1)
     c, d = grid[1:], grid[1:].roll(-1, 1)
     north, south = torch.full_like(grid[0], len(directions) - 2), torch.full_like(grid[0], len(directions) - 1)
-    faces = torch.cat([
-        torch.stack([a, c, d], -1).view(-1, 3),
-        torch.stack([a, d, b], -1).view(-1, 3),
-        torch.stack([north, grid[0], grid[0].roll(-1)], -1),
-        torch.stack([south, grid[-1].roll(-1), grid[-1]], -1),
-    ])  # fmt: skip
+    faces = torch.cat(
+        [
+            torch.stack([a, c, d], -1).view(-1, 3),
+            torch.stack([a, d, b], -1).view(-1, 3),
+            torch.stack([north, grid[0], grid[0].roll(-1)], -1),
+            torch.stack([south, grid[-1].roll(-1), grid[-1]], -1),
+        ]
+    )
     longitude = torch.atan2(directions[:, 2], directions[:, 0]) / (2 * math.pi) + 0.5
     uvs = torch.stack([longitude, directions[:, 1] / 2 + 0.5], -1)
     return {
@@ -70,9 +73,7 @@ def sphere(device: torch.device, rings: int = 106, segments: int = 130) -> dict[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=20, help="timed frames per row, after 3 warm-ups")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--mesh", choices=("template", "sphere"), default="template")
@@ -102,9 +103,12 @@ def main() -> None:
         print("   res  rasterize  render_maps" + ("  vectorised  ratio" if cpu else ""))
         for resolution in RESOLUTIONS:
             camera = Camera.framing(mesh["vertices"], (resolution, resolution))
-            frame = lambda: rasterize(mesh["vertices"], mesh["faces"], camera)  # noqa: E731
+
+            def frame(camera: Camera = camera):
+                return rasterize(mesh["vertices"], mesh["faces"], camera)
+
             raster = median_ms(frame, device, args.repeats)
-            maps = median_ms(lambda: render_maps(**mesh, camera=camera), device, args.repeats)
+            maps = median_ms(lambda camera=camera: render_maps(**mesh, camera=camera), device, args.repeats)
             row = f"{resolution:6d} {raster:7.2f} ms {maps:9.2f} ms"
             if cpu:
                 rasterizer.COMPILED_CPU_ZBUFFER = False

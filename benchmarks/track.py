@@ -41,8 +41,8 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's start-up log lines
 import numpy as np
 import torch
 
-from ram_avatar.device import device_name
 from ram_avatar.body import load_template
+from ram_avatar.device import device_name
 from ram_avatar.tracking import detect, fit, pipeline
 
 VIDEO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "video"
@@ -113,12 +113,24 @@ def bench_clip(clip: Path, resolution: int, max_frames: int, fit_iters: int | No
                 stack.enter_context(stopwatch(seconds, name, owner, attribute))
         stack.enter_context(fit_stage_timer(fit_stages))
         start = time.perf_counter()
-        summary = pipeline.track(clip, Path(folder) / "subject", resolution=resolution, max_frames=max_frames,
-                                 device="cpu", fit_iters=fit_iters, progress=False)  # fmt: skip
+        summary = pipeline.track(
+            clip,
+            Path(folder) / "subject",
+            resolution=resolution,
+            max_frames=max_frames,
+            device="cpu",
+            fit_iters=fit_iters,
+            progress=False,
+        )
         total = time.perf_counter() - start
     seconds["detect"] = seconds.pop("detect_clip") - seconds["crop/mask"]
-    return {"frames": summary.num_frames, "seconds": seconds, "total": total, "summary": summary,
-            "fit_stages": fit_stages}  # fmt: skip
+    return {
+        "frames": summary.num_frames,
+        "seconds": seconds,
+        "total": total,
+        "summary": summary,
+        "fit_stages": fit_stages,
+    }
 
 
 def main() -> None:
@@ -137,21 +149,29 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     print(f"machine: {device_name('cpu')}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.max_frames} frames per "
-          f"clip, {args.resolution}^2 crops, one run each; frames/s per stage:")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.max_frames} frames per "
+        f"clip, {args.resolution}^2 crops, one run each; frames/s per stage:"
+    )
     load_template("anny", device="cpu")  # built once per process: not part of any clip's time
     columns = (*STAGES, "total")
-    print(f"{'clip':<40}{'N':>4}" + "".join(f"{c:>10}" for c in columns)
-          + f"{'faces':>6}{'body px':>9}{'hand px':>9}{'IoU':>6}")  # fmt: skip
+    print(
+        f"{'clip':<40}{'N':>4}"
+        + "".join(f"{c:>10}" for c in columns)
+        + f"{'faces':>6}{'body px':>9}{'hand px':>9}{'IoU':>6}"
+    )
     results = {}
     for clip in clips:
         result = bench_clip(clip, args.resolution, args.max_frames, args.fit_iters)
         results[clip.name] = result
         N, seconds, s = result["frames"], result["seconds"], result["summary"]
         rates = [N / seconds[stage] for stage in STAGES] + [N / result["total"]]
-        print(f"{clip.name[:39]:<40}{N:>4}" + "".join(f"{r:>10.1f}" for r in rates)
-              + f"{s.face_frames:>6}{s.body_error_px:>9.2f}{s.hand_error_px:>9.2f}{s.mask_iou:>6.2f}",
-              flush=True)  # fmt: skip
+        print(
+            f"{clip.name[:39]:<40}{N:>4}"
+            + "".join(f"{r:>10.1f}" for r in rates)
+            + f"{s.face_frames:>6}{s.body_error_px:>9.2f}{s.hand_error_px:>9.2f}{s.mask_iou:>6.2f}",
+            flush=True,
+        )
 
     print("\nfit stages: iterations run / milliseconds per iteration")
     print(f"{'clip':<40}" + "".join(f"{stage:>16}" for stage in fit.STAGES))

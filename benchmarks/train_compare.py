@@ -69,8 +69,19 @@ def main() -> None:
     processes = []
     args.out_root.mkdir(parents=True, exist_ok=True)
     for name, flags in runs.items():
-        command = [sys.executable, "-m", "ram_avatar.training.train_avatar", str(args.subject_dir),
-                   str(args.out_root / name), "--config", args.config, "--minutes", str(args.minutes), *flags, *extra]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "ram_avatar.training.train_avatar",
+            str(args.subject_dir),
+            str(args.out_root / name),
+            "--config",
+            args.config,
+            "--minutes",
+            str(args.minutes),
+            *flags,
+            *extra,
+        ]
         log = open(args.out_root / f"{name}.log", "w")  # noqa: SIM115 (open while the run lasts)
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         processes.append((name, process))
@@ -82,7 +93,10 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"\n{args.config}, {args.minutes:g} min each{' in parallel' if args.parallel else ''}, subject {args.subject_dir}")
+    print(
+        f"\n{args.config}, {args.minutes:g} min each{' in parallel' if args.parallel else ''}, subject "
+        f"{args.subject_dir}"
+    )
     print(f"{'model':<14}{'steps':>7}{'PSNR':>8}{'SSIM':>8}{'LPIPS':>8}{'PSNR-m':>8}{'params':>10}{'fwd ms':>8}")
     for name in runs:
         run = args.out_root / name
@@ -90,8 +104,10 @@ def main() -> None:
         held = metrics["held_out"]
         params = sum(t.numel() for t in load_file(run / "avatar" / "model.safetensors").values())
         lpips = "n/a" if held["lpips_alex"] is None else f"{held['lpips_alex']:.4f}"
-        print(f"{metrics['model']:<14}{metrics['steps']:>7}{held['psnr']:>8.2f}{held['ssim']:>8.4f}{lpips:>8}"
-              f"{held['psnr_masked']:>8.2f}{params:>10,}{forward_ms(run, args.subject_dir):>8.1f}")  # fmt: skip
+        print(
+            f"{metrics['model']:<14}{metrics['steps']:>7}{held['psnr']:>8.2f}{held['ssim']:>8.4f}{lpips:>8}"
+            f"{held['psnr_masked']:>8.2f}{params:>10,}{forward_ms(run, args.subject_dir):>8.1f}"
+        )
 
 
 if __name__ == "__main__":

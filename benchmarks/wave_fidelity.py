@@ -59,8 +59,12 @@ def arm_length(joints: torch.Tensor, side: str = "right") -> float:
 def posed_joints(pipe: RamAvatarPipeline, pose: SmplxPose, chunk: int = 128) -> torch.Tensor:
     """Joints (T, 55, 3) of the avatar's body template posed as ``pose``."""
     shape = pipe.shape[None].to(pipe.device)
-    return torch.cat([pipe.template(pose[i : i + chunk].to(pipe.device), shape).joints.cpu()
-                      for i in range(0, pose.batch_size, chunk)])  # fmt: skip
+    return torch.cat(
+        [
+            pipe.template(pose[i : i + chunk].to(pipe.device), shape).joints.cpu()
+            for i in range(0, pose.batch_size, chunk)
+        ]
+    )
 
 
 def bvh_heights(path: Path, fps: float, frames: int) -> tuple[torch.Tensor, float]:
@@ -102,12 +106,17 @@ def main() -> None:
     drivings = {p: pipe.load_driving(p, progress=False) for p in motions}
     rest = posed_joints(pipe, SmplxPose.zeros(1))[0]
     length = arm_length(rest)
-    print(f"avatar {pipe.name}: right arm {100 * length:.1f} cm (shoulder -> elbow -> wrist); MDA at {pipe.decoder.fps:g} fps, "
-          f"ood_range {tuple(args.ood_range)}, DEFAULT_STRENGTH {DEFAULT_STRENGTH:g}\n")  # fmt: skip
+    print(
+        f"avatar {pipe.name}: right arm {100 * length:.1f} cm (shoulder -> elbow -> wrist); MDA at "
+        f"{pipe.decoder.fps:g} fps, "
+        f"ood_range {tuple(args.ood_range)}, DEFAULT_STRENGTH {DEFAULT_STRENGTH:g}\n"
+    )
 
     print("1. Retargeting (strength 0) against the BVH's own forward kinematics: right wrist above the right shoulder")
-    print("| motion | frames | above in BVH | above on template | in both | highest BVH (arm / cm*) | "
-          "highest template (arm / cm) | mean abs diff (arm) |")  # fmt: skip
+    print(
+        "| motion | frames | above in BVH | above on template | in both | highest BVH (arm / cm*) | "
+        "highest template (arm / cm) | mean abs diff (arm) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     still = {}
     for path, driving in drivings.items():
@@ -115,14 +124,19 @@ def main() -> None:
         file, file_length = bvh_heights(path, driving.fps, frames)
         ours = wrist_heights(posed_joints(pipe, driving.pose), length)
         still[path] = ours
-        print(f"| {path.stem} | {frames} | {int((file > 0).sum())} | {int((ours > 0).sum())} | "
-              f"{int(((file > 0) & (ours > 0)).sum())} | {file.max():.3f} / {100 * file.max() * file_length:.1f} | "
-              f"{ours.max():.3f} / {100 * ours.max() * length:.1f} | {(file - ours).abs().mean():.4f} |")  # fmt: skip
+        print(
+            f"| {path.stem} | {frames} | {int((file > 0).sum())} | {int((ours > 0).sum())} | "
+            f"{int(((file > 0) & (ours > 0)).sum())} | {file.max():.3f} / {100 * file.max() * file_length:.1f} | "
+            f"{ours.max():.3f} / {100 * ours.max() * length:.1f} | {(file - ours).abs().mean():.4f} |"
+        )
     print("* the BVH scaled to the template's leg length, as its root motion is\n")
 
     print("2. MDA by strength")
-    print("| motion | strength | OOD median before -> after | OOD max before -> after | change (deg/joint) | "
-          "R wrist above R shoulder (% frames / max cm) | R wrist above head (% frames) | joint-speed corr. | wrist-height corr. |")  # fmt: skip
+    print(
+        "| motion | strength | OOD median before -> after | OOD max before -> after | change (deg/joint) | "
+        "R wrist above R shoulder (% frames / max cm) | R wrist above head (% frames) | joint-speed corr. | "
+        "wrist-height corr. |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     worst_rhythm = dict.fromkeys(args.strengths, 1.0)  # strength -> lowest joint-speed correlation over the motions
     for path, driving in drivings.items():
@@ -135,20 +149,28 @@ def main() -> None:
             rhythm = correlation(speed, joint_speed(result.pose.body_pose)) if strength else 1.0
             kept = correlation(still[path], heights) if strength else 1.0
             worst_rhythm[strength] = min(worst_rhythm[strength], rhythm)
-            print(f"| {path.stem} | {strength:g} | {result.ood_before.median():.2f} -> {result.ood_after.median():.2f} | "
-                  f"{result.ood_before.max():.2f} -> {result.ood_after.max():.2f} | {result.change_deg.mean():.1f} | "
-                  f"{100 * (heights > 0).float().mean():.1f} / {100 * heights.max() * length:.1f} | {100 * above_head:.1f} | "
-                  f"{rhythm:.2f} | {kept:.2f} |")  # fmt: skip
+            print(
+                f"| {path.stem} | {strength:g} | {result.ood_before.median():.2f} -> {result.ood_after.median():.2f} | "
+                f"{result.ood_before.max():.2f} -> {result.ood_after.max():.2f} | {result.change_deg.mean():.1f} | "
+                f"{100 * (heights > 0).float().mean():.1f} / {100 * heights.max() * length:.1f} | "
+                f"{100 * above_head:.1f} | "
+                f"{rhythm:.2f} | {kept:.2f} |"
+            )
     keeping = [s for s, r in worst_rhythm.items() if r >= args.min_rhythm]
-    print(f"\nstrongest strength that keeps every motion's rhythm (joint-speed corr. >= {args.min_rhythm:g}): "
-          f"{max(keeping) if keeping else 'none'}; DEFAULT_STRENGTH = {DEFAULT_STRENGTH:g}")  # fmt: skip
+    print(
+        f"\nstrongest strength that keeps every motion's rhythm (joint-speed corr. >= {args.min_rhythm:g}): "
+        f"{max(keeping) if keeping else 'none'}; DEFAULT_STRENGTH = {DEFAULT_STRENGTH:g}"
+    )
     wave = next((d for p, d in drivings.items() if p.stem == "wave_hello"), None)
     if wave is not None:
         result = align(wave.pose, pipe.prior, pipe.decoder, ood_range=tuple(args.ood_range))
         heights = wrist_heights(posed_joints(pipe, result.pose), length)
-        print(f"wave_hello at the default strength ({DEFAULT_STRENGTH:g}): right wrist above the shoulder in "
-              f"{100 * (heights > 0).float().mean():.1f} % of {len(heights)} frames, "
-              f"by up to {100 * heights.max() * length:.1f} cm")  # fmt: skip
+        print(
+            f"wave_hello at the default strength ({DEFAULT_STRENGTH:g}): right wrist above the shoulder in "
+            f"{100 * (heights > 0).float().mean():.1f} % of {len(heights)} frames, "
+            f"by up to {100 * heights.max() * length:.1f} cm"
+        )
+
 
 if __name__ == "__main__":
     main()

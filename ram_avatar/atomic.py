@@ -133,7 +133,7 @@ def staged_file(target: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, target)
     except OSError as error:
         _remove(tmp)
-        raise naming_target(error, target)
+        raise naming_target(error, target) from None
     except BaseException:
         _remove(tmp)
         raise
@@ -245,4 +245,3 @@ def _read_only(folder: Path) -> bool:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
         return False
-

@@ -16,8 +16,13 @@ from ram_avatar import __version__
 # Modules with ``add_commands(subparsers)``; they import only argparse at module level so that
 # ``ram-avatar --help`` stays fast, and load the heavy parts inside each command.
 COMMAND_MODULES: list[str] = [
-    "ram_avatar.tracking.cli", "ram_avatar.motion.cli", "ram_avatar.mda.cli", "ram_avatar.training.cli",
-    "ram_avatar.evaluation.cli", "ram_avatar.pipelines.cli", "ram_avatar.pipelines.live_cli",
+    "ram_avatar.tracking.cli",
+    "ram_avatar.motion.cli",
+    "ram_avatar.mda.cli",
+    "ram_avatar.training.cli",
+    "ram_avatar.evaluation.cli",
+    "ram_avatar.pipelines.cli",
+    "ram_avatar.pipelines.live_cli",
 ]
 
 
@@ -49,20 +54,32 @@ def _demo(args: argparse.Namespace) -> int:
 
 def add_template_args(parser: argparse.ArgumentParser) -> None:
     """The body-template options every command that poses a body takes."""
-    parser.add_argument("--body-template", choices=("anny", "smplx"), default="anny",
-                        help="body template (default: anny, needs no registration)")  # fmt: skip
-    parser.add_argument("--body-model-path", default=None,
-                        help="smplx only: folder with SMPLX_NEUTRAL.npz (default $RAM_AVATAR_SMPLX_DIR)")  # fmt: skip
+    parser.add_argument(
+        "--body-template",
+        choices=("anny", "smplx"),
+        default="anny",
+        help="body template (default: anny, needs no registration)",
+    )
+    parser.add_argument(
+        "--body-model-path",
+        default=None,
+        help="smplx only: folder with SMPLX_NEUTRAL.npz (default $RAM_AVATAR_SMPLX_DIR)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if present)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ram-avatar", description=plain(__doc__))
     parser.add_argument("--version", action="version", version=f"ram-avatar {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="on an error, show the full traceback (also: RAM_AVATAR_DEBUG=1)")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for PyTorch (default: PyTorch's choice; 1 is often fastest on a busy machine)")  # fmt: skip
+    parser.add_argument(
+        "--debug", action="store_true", help="on an error, show the full traceback (also: RAM_AVATAR_DEBUG=1)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for PyTorch (default: PyTorch's choice; 1 is often fastest on a busy machine)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="drive the body template with a built-in motion and render it to mp4")
@@ -134,8 +151,9 @@ def run(args: argparse.Namespace, prog: str) -> int:
 
 def script_main(module: str, doc: str | None, add_args, argv: list[str] | None = None) -> int:
     """``main`` of a ``python -m`` / ``accelerate launch -m`` script taking one command's arguments."""
-    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=plain(doc),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {module}", description=plain(doc), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_args(parser)
     return run(parser.parse_args(argv), parser.prog)
 

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 
 import imageio.v3 as iio
-import numpy as np
 import torch
 from tqdm import tqdm
 

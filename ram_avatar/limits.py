@@ -48,7 +48,9 @@ def limit(name: str) -> float | tuple[float, float]:
             return (low, high)
         return type(default)(float(raw))
     except ValueError:
-        raise LimitError(f"{env_name(name)}={raw!r} is not a number{' pair MIN,MAX' if isinstance(default, tuple) else ''}") from None
+        raise LimitError(
+            f"{env_name(name)}={raw!r} is not a number{' pair MIN,MAX' if isinstance(default, tuple) else ''}"
+        ) from None
 
 
 def check_limit(name: str, value: float, what: str) -> None:

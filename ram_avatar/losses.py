@@ -68,7 +68,9 @@ class PerceptualLoss(nn.Module):
         if self.vgg is None:
             raise RuntimeError(f"the perceptual loss is unavailable: {self.reason}")
         if pred.shape != target.shape or pred.ndim != 4 or pred.shape[1] != 3:
-            raise ValueError(f"expected two (B, 3, H, W) batches of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+            raise ValueError(
+                f"expected two (B, 3, H, W) batches of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+            )
         pred_feats = self.vgg((pred - self.mean) / self.std, self.layers)
         with torch.no_grad():
             target_feats = self.vgg((target - self.mean) / self.std, self.layers)

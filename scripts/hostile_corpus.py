@@ -145,8 +145,12 @@ def cases(big_frames: int) -> list[Case]:
         import numpy as np
 
         path = d / "empty.npz"
-        np.savez(path, poses=np.zeros((0, 165), np.float32), trans=np.zeros((0, 3), np.float32),
-                 mocap_framerate=np.array(30.0))  # fmt: skip
+        np.savez(
+            path,
+            poses=np.zeros((0, 165), np.float32),
+            trans=np.zeros((0, 3), np.float32),
+            mocap_framerate=np.array(30.0),
+        )
         return _animate(AVATAR, path, d / "out.mp4")
 
     def bad_bvh(d: Path) -> list[str]:
@@ -160,8 +164,9 @@ def cases(big_frames: int) -> list[Case]:
         if os.geteuid() != 0:
             locked.chmod(0o555)
         else:  # root ignores folder modes: a read-only filesystem instead (needs mount rights)
-            mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(locked)],
-                                     capture_output=True)  # fmt: skip
+            mounted = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(locked)], capture_output=True
+            )
             if mounted.returncode:
                 raise Skip("running as root without mount rights: folder modes would not apply")
         return _animate(AVATAR, WAVE, locked / "out.mp4")
@@ -183,13 +188,16 @@ def cases(big_frames: int) -> list[Case]:
     def resume_bad_optimizer(d: Path) -> list[str]:
         # the tests' synthetic subject (a posed template, made in code) stands in for a tracked clip;
         # two real training steps write a real checkpoint, whose optimizer file is then damaged
-        code = ("import sys; sys.path.insert(0, sys.argv[1]); from tests.pipeline_fixture import synthetic_subject; "
-                "from ram_avatar.body import load_template; from ram_avatar.data import write_subject; "
-                "write_subject(sys.argv[2], synthetic_subject(load_template('anny')))")
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[1]); from tests.pipeline_fixture import synthetic_subject; "
+            "from ram_avatar.body import load_template; from ram_avatar.data import write_subject; "
+            "write_subject(sys.argv[2], synthetic_subject(load_template('anny')))"
+        )
         subprocess.run([sys.executable, "-c", code, str(ROOT), str(d / "subject")], check=True, capture_output=True)
         train = ["train", str(d / "subject"), str(d / "run"), "--steps", "2", "--perceptual-size", "0"]
-        subprocess.run([sys.executable, "-m", "ram_avatar.cli", "--threads", "1", *train], check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "ram_avatar.cli", "--threads", "1", *train], check=True, capture_output=True
+        )
         for optimizer in (d / "run" / "checkpoints" / "last").glob("optimizer*"):
             optimizer.write_bytes(optimizer.read_bytes()[:100])
         return [*train[:3], "--steps", "3", "--perceptual-size", "0", "--resume"]
@@ -198,14 +206,24 @@ def cases(big_frames: int) -> list[Case]:
         Case("json fps 1e-6", lambda d: _animate(AVATAR, _json_motion(d, 1e-6), d / "out.mp4")),
         Case("json fps 1e-300", lambda d: _animate(AVATAR, _json_motion(d, 1e-300), d / "out.mp4")),
         Case("json NaN values", lambda d: _animate(AVATAR, _json_motion(d, 30, value=float("nan")), d / "out.mp4")),
-        Case("convert 1e308 (float32 overflow)",
-             lambda d: ["motion", "convert", str(_json_motion(d, 30, value=1e308)), str(d / "out.npz")]),  # fmt: skip
-        Case("convert output mode", lambda d: ["motion", "convert", str(WAVE), str(d / "wave.npz")], expect=0,
-             check=_mode_is_umask("wave.npz")),  # fmt: skip
+        Case(
+            "convert 1e308 (float32 overflow)",
+            lambda d: ["motion", "convert", str(_json_motion(d, 30, value=1e308)), str(d / "out.npz")],
+        ),
+        Case(
+            "convert output mode",
+            lambda d: ["motion", "convert", str(WAVE), str(d / "wave.npz")],
+            expect=0,
+            check=_mode_is_umask("wave.npz"),
+        ),
         Case("zero-frame npz", zero_frame_npz),
         Case("png renamed .bvh", bad_bvh),
-        Case(f"bvh {big_frames} frames, --max-frames 4",
-             lambda d: _animate(AVATAR, _big_bvh(d, big_frames), d / "out.mp4"), expect=0, max_mb=1500),  # fmt: skip
+        Case(
+            f"bvh {big_frames} frames, --max-frames 4",
+            lambda d: _animate(AVATAR, _big_bvh(d, big_frames), d / "out.mp4"),
+            expect=0,
+            max_mb=1500,
+        ),
         Case("truncated model.safetensors", safetensors_truncated),
         Case("safetensors header 10^12 bytes", safetensors_garbage_header),
         Case("config.json 10^6 channels", config_huge),
@@ -217,8 +235,11 @@ def cases(big_frames: int) -> list[Case]:
         Case("output parent is a file", out_parent_is_file),
         Case("read-only output folder", read_only_output, cleanup=unmount),
         Case("full disk (animate)", lambda d: _animate(AVATAR, WAVE, d / "out.mp4"), fsize=20_000),
-        Case("full disk (track)", lambda d: ["track", str(CLIP), str(d / "subject"), "--resolution", "64",
-                                             "--max-frames", "12"], fsize=300_000),  # fmt: skip
+        Case(
+            "full disk (track)",
+            lambda d: ["track", str(CLIP), str(d / "subject"), "--resolution", "64", "--max-frames", "12"],
+            fsize=300_000,
+        ),
         Case("track missing clip", lambda d: ["track", str(d / "nothing.mp4"), str(d / "subject")]),
         Case("track empty video", lambda d: ["track", str(_empty(d)), str(d / "subject")]),
         Case("track no person", lambda d: ["track", str(_tiny_video(d, 12)), str(d / "subject")]),
@@ -259,8 +280,14 @@ def _run(case: Case, folder: Path, args: list[str], scratch: Path) -> dict:
     log = scratch / f"{folder.name}.stderr"
     start = time.perf_counter()
     with log.open("wb") as stderr:
-        child = subprocess.Popen([sys.executable, "-m", "ram_avatar.cli", "--threads", "1", *args], cwd=folder,
-                                 env=env, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=limits)  # fmt: skip
+        child = subprocess.Popen(
+            [sys.executable, "-m", "ram_avatar.cli", "--threads", "1", *args],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            preexec_fn=limits,
+        )
         _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory, not all children's
     seconds = time.perf_counter() - start
     exit_code = os.waitstatus_to_exitcode(status)
@@ -279,8 +306,15 @@ def _run(case: Case, folder: Path, args: list[str], scratch: Path) -> dict:
     if case.check is not None and (problem := case.check(folder)):
         problems.append(problem)
     lines = [line for line in err.strip().splitlines() if line.strip()]
-    return {"case": case.name, "exit": exit_code, "peak_mb": peak_mb, "seconds": seconds,
-            "message": lines[-1][:150] if lines else "", "problems": problems, "skipped": None}  # fmt: skip
+    return {
+        "case": case.name,
+        "exit": exit_code,
+        "peak_mb": peak_mb,
+        "seconds": seconds,
+        "message": lines[-1][:150] if lines else "",
+        "problems": problems,
+        "skipped": None,
+    }
 
 
 def _hidden(folder: Path) -> list[str]:
@@ -313,8 +347,10 @@ def main() -> int:
                 failed += bool(r["problems"])
                 verdict = "ok" if not r["problems"] else "FAIL: " + "; ".join(r["problems"])
             message = r["message"].replace("|", "\\|")
-            print(f"| {r['case']} | {r['exit']} | {r['peak_mb']:.0f} | {r['seconds']:.1f} | {verdict} | {message} |",
-                  flush=True)  # fmt: skip
+            print(
+                f"| {r['case']} | {r['exit']} | {r['peak_mb']:.0f} | {r['seconds']:.1f} | {verdict} | {message} |",
+                flush=True,
+            )
     finally:
         if args.keep:
             print(f"scratch kept: {scratch}")

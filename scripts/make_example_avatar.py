@@ -29,16 +29,22 @@ SHARED = ROOT.parent / "shared" / "data"
 CLIP = SHARED / "video" / "tfjs_synthetic_dance_static_576.mp4"
 MOCAP = SHARED / "mocap"
 PRIOR_MOTIONS = [
-    "animateddrawings_fair1_dab.bvh", "animateddrawings_fair1_jumping.bvh", "animateddrawings_fair1_wave_hello.bvh",
-    "animateddrawings_fair1_zombie.bvh", "animateddrawings_rokoko_jesse_dance.bvh",
-]  # fmt: skip
-EXAMPLE_MOTIONS = {"animateddrawings_fair1_wave_hello.bvh": "wave_hello.bvh", "animateddrawings_fair1_dab.bvh": "dab.bvh"}
+    "animateddrawings_fair1_dab.bvh",
+    "animateddrawings_fair1_jumping.bvh",
+    "animateddrawings_fair1_wave_hello.bvh",
+    "animateddrawings_fair1_zombie.bvh",
+    "animateddrawings_rokoko_jesse_dance.bvh",
+]
+EXAMPLE_MOTIONS = {
+    "animateddrawings_fair1_wave_hello.bvh": "wave_hello.bvh",
+    "animateddrawings_fair1_dab.bvh": "dab.bvh",
+}
 MOTION_LICENCE = """# Example motions
 
 | file | motion | source |
 |---|---|---|
-| `wave_hello.bvh` | waving hello (27-joint skeleton, 120 fps) | `examples/bvh/fair1/wave_hello.bvh` of AnimatedDrawings |
-| `dab.bvh` | dab gesture (27-joint skeleton, 30 fps) | `examples/bvh/fair1/dab.bvh` of AnimatedDrawings |
+| `wave_hello.bvh` | waving hello (27 joints, 120 fps) | `examples/bvh/fair1/wave_hello.bvh` of AnimatedDrawings |
+| `dab.bvh` | dab gesture (27 joints, 30 fps) | `examples/bvh/fair1/dab.bvh` of AnimatedDrawings |
 
 From [AnimatedDrawings](https://github.com/facebookresearch/AnimatedDrawings), released under
 the MIT licence:
@@ -70,8 +76,12 @@ the MIT licence:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=90.0, help="avatar training wall time (default 90)")
-    parser.add_argument("--steps", type=int, default=6000, help="avatar training steps / LR schedule length (default 6000)")
-    parser.add_argument("--more-minutes", type=float, default=None, help="train an existing run this much longer, then rebuild")
+    parser.add_argument(
+        "--steps", type=int, default=6000, help="avatar training steps / LR schedule length (default 6000)"
+    )
+    parser.add_argument(
+        "--more-minutes", type=float, default=None, help="train an existing run this much longer, then rebuild"
+    )
     parser.add_argument("--prior-steps", type=int, default=3000)
     parser.add_argument("--decoder-steps", type=int, default=1500)
     parser.add_argument("--work", default=str(ROOT / "outputs" / "example_work"), help="intermediate results")
@@ -99,12 +109,16 @@ def main() -> None:
     if (prior_dir / "model.safetensors").is_file():
         prior = load_prior(prior_dir)
     else:
-        prior = train_prior([MOCAP / name for name in PRIOR_MOTIONS], prior_dir, args.prior_steps, model_kwargs={"hidden_dim": 256}).model
+        prior = train_prior(
+            [MOCAP / name for name in PRIOR_MOTIONS], prior_dir, args.prior_steps, model_kwargs={"hidden_dim": 256}
+        ).model
     if (decoder_dir / "model.safetensors").is_file():
         decoder = load_decoder(decoder_dir)
     else:
         decoder = train_subject_decoder(subject, prior, decoder_dir, args.decoder_steps).model
-    pipe = RamAvatarPipeline.from_training(subject, run / "avatar", decoder=decoder, prior=prior, name="dancer-rt256", synthetic=True, device="cpu")
+    pipe = RamAvatarPipeline.from_training(
+        subject, run / "avatar", decoder=decoder, prior=prior, name="dancer-rt256", synthetic=True, device="cpu"
+    )
     print(f"wrote {pipe.save_pretrained(os.path.relpath(args.out))}")  # relative: the cards' snippets name it so
 
     motions = Path(args.motions)

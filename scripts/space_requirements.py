@@ -45,7 +45,9 @@ def sdk_version(readme: str) -> str:
     front = re.match(r"---\n(.*?)\n---", readme, re.S)
     version = re.search(r"^sdk_version:\s*[\"']?([^\s\"']+)", front.group(1), re.M) if front else None
     if version is None:
-        raise ValueError("spaces/README.md has no sdk_version in its front matter: add the Gradio version, e.g. sdk_version: 6.31.0")
+        raise ValueError(
+            "spaces/README.md has no sdk_version in its front matter: add the Gradio version, e.g. sdk_version: 6.31.0"
+        )
     return version.group(1)
 
 
@@ -55,7 +57,10 @@ def render(project: dict, readme: str) -> str:
     gradio = [r for r in dependencies if requirement_name(r) == "gradio"]
     sdk = sdk_version(readme)
     if [r.replace(" ", "") for r in gradio] != [f"gradio=={sdk}"]:
-        raise ValueError(f"pyproject.toml pins {gradio or 'no gradio'} but spaces/README.md has sdk_version: {sdk}: make them the same version")
+        raise ValueError(
+            f"pyproject.toml pins {gradio or 'no gradio'} but spaces/README.md has sdk_version: {sdk}: make them "
+            "the same version"
+        )
     return HEADER + TORCH_CPU_INDEX + "\n" + "".join(f"{r}\n" for r in dependencies if requirement_name(r) != "gradio")
 
 
@@ -69,14 +74,19 @@ def check(expected: str, path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 (with a diff) if the file is out of date; change nothing")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 (with a diff) if the file is out of date; change nothing"
+    )
     args = parser.parse_args(argv)
     expected = render(tomllib.loads(PYPROJECT.read_text(encoding="utf-8")), SPACE_README.read_text(encoding="utf-8"))
     if args.check:
         diff = check(expected, REQUIREMENTS)
         if diff:
-            print(f"{REQUIREMENTS.relative_to(ROOT)} is out of date with pyproject.toml: run python scripts/space_requirements.py\n{diff}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"{REQUIREMENTS.relative_to(ROOT)} is out of date with pyproject.toml: run python "
+                f"scripts/space_requirements.py\n{diff}",
+                file=sys.stderr,
+            )
             return 1
         return 0
     REQUIREMENTS.write_text(expected, encoding="utf-8")

@@ -47,6 +47,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _undocumented and exitstatus == pytest.ExitCode.OK:
         lines = "\n  ".join(_undocumented)
-        print(f"\nFAILED: {len(_undocumented)} test(s) skipped for a reason the README does not list "
-              f"(tests/conftest.py DOCUMENTED_SKIPS):\n  {lines}")  # fmt: skip
+        print(
+            f"\nFAILED: {len(_undocumented)} test(s) skipped for a reason the README does not list "
+            f"(tests/conftest.py DOCUMENTED_SKIPS):\n  {lines}"
+        )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -20,18 +20,30 @@ NUM_COMPONENTS = 400  # shape + expression components, as in SMPL-X v1.1 (300 + 
 # Joint offsets from the parent at the T-pose (metres; +Y up, facing +Z, the body's left at +X).
 # Right-side joints mirror their left twin.
 _OFFSETS = {
-    "pelvis": (0.0, -0.35, 0.01), "left_hip": (0.06, -0.09, 0.0), "spine1": (0.0, 0.11, -0.01),
-    "left_knee": (0.04, -0.38, 0.0), "spine2": (0.0, 0.13, 0.0), "left_ankle": (0.0, -0.40, -0.04),
-    "spine3": (0.0, 0.05, 0.02), "left_foot": (0.02, -0.05, 0.12), "neck": (0.0, 0.22, -0.03),
-    "left_collar": (0.07, 0.11, -0.01), "head": (0.0, 0.09, 0.05),
+    "pelvis": (0.0, -0.35, 0.01),
+    "left_hip": (0.06, -0.09, 0.0),
+    "spine1": (0.0, 0.11, -0.01),
+    "left_knee": (0.04, -0.38, 0.0),
+    "spine2": (0.0, 0.13, 0.0),
+    "left_ankle": (0.0, -0.40, -0.04),
+    "spine3": (0.0, 0.05, 0.02),
+    "left_foot": (0.02, -0.05, 0.12),
+    "neck": (0.0, 0.22, -0.03),
+    "left_collar": (0.07, 0.11, -0.01),
+    "head": (0.0, 0.09, 0.05),
     "left_shoulder": (0.1, 0.03, 0.0),
-    "left_elbow": (0.26, 0.0, -0.01), "left_wrist": (0.25, 0.0, 0.0), "jaw": (0.0, -0.02, 0.05),
+    "left_elbow": (0.26, 0.0, -0.01),
+    "left_wrist": (0.25, 0.0, 0.0),
+    "jaw": (0.0, -0.02, 0.05),
     "left_eye": (0.03, 0.06, 0.08),
-}  # fmt: skip
+}
 _FINGER_ROOTS = {  # from the wrist
-    "index": (0.09, 0.0, 0.025), "middle": (0.095, 0.0, 0.0), "pinky": (0.08, 0.0, -0.04),
-    "ring": (0.09, 0.0, -0.02), "thumb": (0.03, -0.01, 0.03),
-}  # fmt: skip
+    "index": (0.09, 0.0, 0.025),
+    "middle": (0.095, 0.0, 0.0),
+    "pinky": (0.08, 0.0, -0.04),
+    "ring": (0.09, 0.0, -0.02),
+    "thumb": (0.03, -0.01, 0.03),
+}
 
 
 def t_pose_joints() -> np.ndarray:

@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 from pipeline_fixture import make_tiny_avatar, wave_motion_file
 
-pytest.importorskip("gradio")
-pytest.importorskip("mediapipe", reason="the avatar's face map draws mediapipe's face mesh")
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tiny (local)"  # avatars are picked by name: their folders are server paths
 
@@ -36,11 +34,15 @@ def served(tmp_path_factory, anny_template):
     zoo, outputs = root / "zoo", root / "outputs"
     make_tiny_avatar(root / "build", anny_template).rename(zoo.mkdir() or zoo / "tiny")
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in dict(RAM_AVATAR_ZOO=str(zoo), RAM_AVATAR_APP_OUTPUTS=str(outputs), HF_HUB_OFFLINE="1").items():
+        for key, value in dict(
+            RAM_AVATAR_ZOO=str(zoo), RAM_AVATAR_APP_OUTPUTS=str(outputs), HF_HUB_OFFLINE="1"
+        ).items():
             patch.setenv(key, value)
         patch.syspath_prepend(str(ROOT))
         app = importlib.reload(importlib.import_module("app"))  # reads the folders above at import
-        demo, (_, url, _) = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
+        demo, (_, url, _) = app.launch(
+            prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True
+        )
         try:
             yield app, url, zoo, outputs
         finally:
@@ -59,7 +61,10 @@ def test_animate_returns_playable_videos_and_the_ood_plot(served, client, tmp_pa
 
     motion = wave_motion_file(tmp_path / "wave.npz", frames=10)
     video, overlay, plot, summary = client.predict(TINY, handle_file(str(motion)), None, 0.5, 10, api_name="/animate")
-    for path in (video["video"] if isinstance(video, dict) else video, overlay["video"] if isinstance(overlay, dict) else overlay):
+    for path in (
+        video["video"] if isinstance(video, dict) else video,
+        overlay["video"] if isinstance(overlay, dict) else overlay,
+    ):
         with av.open(path) as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
         assert len(frames) == 10 and frames[0].shape == (48, 48, 3)
@@ -81,7 +86,9 @@ def test_bad_inputs_get_clear_messages(served, client, tmp_path):
         client.predict(TINY, None, None, 0.5, 10, api_name="/animate")
     with pytest.raises(Exception, match="not in the list of choices|not in the zoo") as raised:
         client.predict("/etc", None, "dab.bvh", 0.5, 10, api_name="/animate")
-    assert TINY in str(raised.value) and str(zoo) not in str(raised.value)  # Gradio lists the choices: names, not folders
+    assert TINY in str(raised.value) and str(zoo) not in str(
+        raised.value
+    )  # Gradio lists the choices: names, not folders
     broken = tmp_path / "broken.bvh"
     broken.write_text("HIERARCHY\nROOT x {\n")
     with pytest.raises(Exception, match="broken.bvh") as raised:
@@ -109,7 +116,10 @@ def test_messages_name_files_by_their_upload_name(served, tmp_path):
     assert "0a1b2c3d4e5f" not in raised.value.message and "/" not in raised.value.message
 
     text = f"{app.ROOT}/examples/motions/dab.bvh and /srv/data/zoo/me/avatar.json; see https://huggingface.co/settings/tokens"
-    assert app.public_message(text) == "examples/motions/dab.bvh and avatar.json; see https://huggingface.co/settings/tokens"
+    assert (
+        app.public_message(text)
+        == "examples/motions/dab.bvh and avatar.json; see https://huggingface.co/settings/tokens"
+    )
     assert app.public_message(f"{upload} is empty", upload) == "my dance.bvh is empty"
 
 
@@ -117,7 +127,9 @@ def test_animate_reports_each_stage(served):
     """The progress bar follows the pipeline's stages: the avatar, the motion, MDA, each frame."""
     app = served[0]
     reports = []
-    app.animate(TINY, None, "dab.bvh", 0.5, 20, progress=lambda value, desc=None, unit=None: reports.append((desc, value)))
+    app.animate(
+        TINY, None, "dab.bvh", 0.5, 20, progress=lambda value, desc=None, unit=None: reports.append((desc, value))
+    )
     stages = [desc for desc, _ in reports]
     assert stages[:2] == ["loading the avatar", "loading the motion"]
     mda = "aligning the motion (MDA), rendering the first frames"
@@ -128,7 +140,6 @@ def test_animate_reports_each_stage(served):
 def test_unexpected_errors_are_readable_and_logged_once(served, client, monkeypatch, caplog, capfd):
     """A bug or a broken install (the Space once lacked numba) reaches the visitor as a sentence
     and the log as one line with its traceback; a visitor's error logs one line, no traceback."""
-    from gradio_client import handle_file
 
     app = served[0]
 

@@ -20,22 +20,37 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 EXAMPLE = ROOT / "examples" / "avatars" / "dancer-rt256"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run"]  # fmt: skip
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.slow,  # ~1-3 minutes on 2 CPU cores: a browser, the app and a 256^2 render
-    pytest.mark.skipif(not CHROMIUM.is_file(), reason="no /usr/bin/chromium: apt-get install -y chromium (never downloaded)"),
-    pytest.mark.skipif(not (EXAMPLE / "avatar.json").is_file(), reason="the bundled example avatar is missing: python scripts/make_example_avatar.py"),
+    pytest.mark.skipif(
+        not CHROMIUM.is_file(), reason="no /usr/bin/chromium: apt-get install -y chromium (never downloaded)"
+    ),
+    pytest.mark.skipif(
+        not (EXAMPLE / "avatar.json").is_file(),
+        reason="the bundled example avatar is missing: python scripts/make_example_avatar.py",
+    ),
 ]
 
 
 def test_animate_the_example_in_a_browser(tmp_path, monkeypatch):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the package only; no browser download)")
+    from playwright import sync_api  # a test dependency (pip install -e ".[test]")
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    for key, value in dict(RAM_AVATAR_ZOO=str(tmp_path / "zoo"), RAM_AVATAR_APP_OUTPUTS=str(tmp_path / "outputs"), HF_HUB_OFFLINE="1").items():
+    for key, value in dict(
+        RAM_AVATAR_ZOO=str(tmp_path / "zoo"), RAM_AVATAR_APP_OUTPUTS=str(tmp_path / "outputs"), HF_HUB_OFFLINE="1"
+    ).items():
         monkeypatch.setenv(key, value)  # restored after the test, as is sys.path
     monkeypatch.syspath_prepend(str(ROOT))
     app = importlib.reload(importlib.import_module("app"))
@@ -48,16 +63,23 @@ def test_animate_the_example_in_a_browser(tmp_path, monkeypatch):
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
+            page.on(
+                "request", lambda r: outside.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None
+            )
             page.goto(url)
             page.get_by_role("tab", name="Animate").wait_for()
-            frames = page.get_by_label("Frames (at most)").and_(page.locator("input[type=number]"))  # the slider's number box
+            frames = page.get_by_label("Frames (at most)").and_(
+                page.locator("input[type=number]")
+            )  # the slider's number box
             frames.fill("24")
             frames.press("Enter")
             page.get_by_role("button", name="Animate", exact=True).click()
             video = page.locator("video").first
             video.wait_for(state="attached", timeout=240_000)
-            page.wait_for_function("() => { const v = document.querySelector('video'); return v && v.readyState >= 1 && v.duration > 0 }", timeout=60_000)
+            page.wait_for_function(
+                "() => { const v = document.querySelector('video'); return v && v.readyState >= 1 && v.duration > 0 }",
+                timeout=60_000,
+            )
             duration = page.evaluate("document.querySelector('video').duration")
             assert 0.5 < duration < 2.0  # 24 frames at 30 fps: a playable H.264 mp4 of the right length
             page.wait_for_timeout(1500)

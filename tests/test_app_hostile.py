@@ -93,8 +93,9 @@ def test_uploads_are_checked_against_the_limits_before_any_work(served, client, 
     """A clip over a limit (file size, frame size) is refused when create is asked, before a job
     starts (the job used to start and fail later); a driving clip longer than the app animates is
     refused before it is tracked; a camera frame over the pixel limit before it is detected."""
-    import ram_avatar.pipelines.cli as cli
     from gradio_client import handle_file
+
+    import ram_avatar.pipelines.cli as cli
 
     app, _, _, outputs = served
     monkeypatch.setattr(cli, "create_avatar", no_job)
@@ -184,8 +185,9 @@ def test_uploads_leave_gradio_cache(served, tmp_path):
     app = served[0]
     motion = tmp_path / "motion.bvh"
     motion.write_text("HIERARCHY\n")
-    demo, (_, url, _) = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                                   quiet=True)  # fmt: skip
+    demo, (_, url, _) = app.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True
+    )
     try:
         with motion.open("rb") as f:
             [uploaded] = httpx.post(f"{url}gradio_api/upload", files={"files": f}).json()

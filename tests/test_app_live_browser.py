@@ -21,16 +21,27 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 EXAMPLE = ROOT / "examples" / "avatars" / "dancer-rt256"
 CLIP = "video/tfjs_synthetic_dance_static_576.mp4"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]  # a .y4m as the camera  # fmt: skip
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]  # a .y4m as the camera
 
 pytestmark = [
     pytest.mark.slow,  # ~20-60 s on 2 CPU cores: a browser streams a webcam to the app, which renders the avatar
-    pytest.mark.skipif(not CHROMIUM.is_file(),
-                       reason="no /usr/bin/chromium: apt-get install -y chromium (never downloaded)"),  # fmt: skip
-    pytest.mark.skipif(not (EXAMPLE / "avatar.json").is_file(),
-                       reason="the bundled example avatar is missing: python scripts/make_example_avatar.py"),
+    pytest.mark.skipif(
+        not CHROMIUM.is_file(), reason="no /usr/bin/chromium: apt-get install -y chromium (never downloaded)"
+    ),
+    pytest.mark.skipif(
+        not (EXAMPLE / "avatar.json").is_file(),
+        reason="the bundled example avatar is missing: python scripts/make_example_avatar.py",
+    ),
 ]
 
 
@@ -60,8 +71,8 @@ def until(condition, seconds: float, what: str) -> None:
 
 
 def test_the_live_tab_streams_a_webcam_to_the_avatar(tmp_path, monkeypatch, shared_data):
-    reason = "pip install playwright (the package only; no browser download)"
-    sync_api = pytest.importorskip("playwright.sync_api", reason=reason)
+    from playwright import sync_api  # a test dependency (pip install -e ".[test]")
+
     camera = write_y4m(shared_data / CLIP, tmp_path / "camera.y4m", frames=60)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,8 +20,12 @@ from ram_avatar.limits import LimitError
 from ram_avatar.pipelines.folder import AvatarFormatError, describe_avatar, read_manifest
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "avatars" / "dancer-rt256"
-WEIGHTS = ["avatar/model.safetensors", "pose_decoder/model.safetensors", "pose_prior/model.safetensors",
-           "face_rig.safetensors"]  # fmt: skip
+WEIGHTS = [
+    "avatar/model.safetensors",
+    "pose_decoder/model.safetensors",
+    "pose_prior/model.safetensors",
+    "face_rig.safetensors",
+]
 
 
 @pytest.fixture
@@ -94,8 +98,11 @@ def test_a_weights_file_over_the_size_limit_is_refused(dancer, monkeypatch):
 @pytest.mark.parametrize(
     ("file", "changes", "message"),
     [
-        ("avatar/config.json", {"texture_channels": -3},
-         "'texture_channels' must be an integer between 1 and 4096, got -3"),
+        (
+            "avatar/config.json",
+            {"texture_channels": -3},
+            "'texture_channels' must be an integer between 1 and 4096, got -3",
+        ),
         ("avatar/config.json", {"widths": [16, 0, 32]}, "'widths' must be a list of 1 to 10 integers"),
         ("avatar/config.json", {"widths": [16] * 11}, "'widths' must be a list of 1 to 10 integers"),
         ("avatar/config.json", {"style_dim": True}, "'style_dim' must be an integer .* got True"),
@@ -107,8 +114,19 @@ def test_a_weights_file_over_the_size_limit_is_refused(dancer, monkeypatch):
         ("pose_decoder/config.json", {"num_layers": 0}, "'num_layers' must be an integer between 1 and 64"),
         ("pose_decoder/config.json", {"prior": ["x"]}, "'prior' must be a text"),
     ],
-    ids=["negative", "zero-width", "eleven-levels", "bool", "text", "float", "int-for-bool", "levels", "dropout",
-         "no-layers", "list-for-text"],  # fmt: skip
+    ids=[
+        "negative",
+        "zero-width",
+        "eleven-levels",
+        "bool",
+        "text",
+        "float",
+        "int-for-bool",
+        "levels",
+        "dropout",
+        "no-layers",
+        "list-for-text",
+    ],
 )
 def test_config_values_are_checked_by_type_and_range(dancer, file, changes, message):
     edit_json(dancer / file, **changes)
@@ -136,8 +154,17 @@ def test_a_config_that_is_not_a_json_object(dancer, text):
         ({"template": {"name": "anny", "shape": ["x"]}}, AvatarFormatError, "'template.shape' must be a list"),
         ({"version": "1"}, AvatarFormatError, "'version' must be an integer"),
     ],
-    ids=["image-size-100000", "negative-size", "size-text", "fps-tiny", "fps-text", "focal", "pelvis-uv", "shape",
-         "version"],  # fmt: skip
+    ids=[
+        "image-size-100000",
+        "negative-size",
+        "size-text",
+        "fps-tiny",
+        "fps-text",
+        "focal",
+        "pelvis-uv",
+        "shape",
+        "version",
+    ],
 )
 def test_avatar_json_values_are_checked(dancer, changes, error, message):
     edit_json(dancer / "avatar.json", **changes)
@@ -147,10 +174,13 @@ def test_avatar_json_values_are_checked(dancer, changes, error, message):
 
 def test_weights_must_match_the_network_the_config_describes(dancer):
     edit_json(dancer / "avatar" / "config.json", texture_channels=32)
-    with pytest.raises(AvatarFormatError, match=(
-        r"avatar/model.safetensors does not match avatar/config.json: the config describes a \[.*32.*\] tensor "
-        r"'.*', the file holds \[.*48.*\]; the two come from different models"
-    )):  # fmt: skip
+    with pytest.raises(
+        AvatarFormatError,
+        match=(
+            r"avatar/model.safetensors does not match avatar/config.json: the config describes a \[.*32.*\] tensor "
+            r"'.*', the file holds \[.*48.*\]; the two come from different models"
+        ),
+    ):
         load(dancer)
     edit_json(dancer / "avatar" / "config.json", texture_channels=48, hand_map=False)  # a part less: tensors left over
     with pytest.raises(AvatarFormatError, match="config describes no tensor 'hand.*', the file holds"):
@@ -158,9 +188,8 @@ def test_weights_must_match_the_network_the_config_describes(dancer):
 
 
 def test_a_face_rig_of_another_shape_is_refused(dancer):
-    from safetensors.numpy import save_file
-
     import numpy as np
+    from safetensors.numpy import save_file
 
     save_file({"face_landmarks": np.zeros((10, 3), np.float32)}, str(dancer / "face_rig.safetensors"))
     with pytest.raises(AvatarFormatError, match=r"face_rig.safetensors must hold 'face_landmarks' of shape \[478, 3\]"):
@@ -173,7 +202,9 @@ def test_memory_estimate_refuses_an_avatar_over_the_limit(dancer, monkeypatch):
     needed = check_avatar_folder(dancer, read_manifest(dancer))
     assert 16e6 < needed < 1e9  # 16 MB of weights plus the activations of a 256^2 frame
     monkeypatch.setenv("RAM_AVATAR_LIMIT_AVATAR_MEMORY_GB", f"{needed / 2**30 * 0.9}")
-    with pytest.raises(LimitError, match="^dancer-rt256, in GB: memory an avatar's .*RAM_AVATAR_LIMIT_AVATAR_MEMORY_GB"):
+    with pytest.raises(
+        LimitError, match="^dancer-rt256, in GB: memory an avatar's .*RAM_AVATAR_LIMIT_AVATAR_MEMORY_GB"
+    ):
         load(dancer)
     monkeypatch.setenv("RAM_AVATAR_LIMIT_AVATAR_MEMORY_GB", f"{needed / 2**30 * 1.1}")
     assert load(dancer).image_size == (256, 256)
@@ -259,8 +290,13 @@ def test_huge_configs_fail_fast_under_an_address_space_limit(tmp_path):
         folders.append(str(folder))
     folders.append(str(EXAMPLE))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-c", CHILD.format(limit=3 * 2**30), *folders], capture_output=True,
-                         text=True, env=env, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD.format(limit=3 * 2**30), *folders],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     # the address-space limit is the bound: allocating what these configs ask for would fail
     results = json.loads(run.stdout.strip().splitlines()[-1])

@@ -190,7 +190,9 @@ def test_normals_point_outward_and_expanded_mesh(anny_template):
     assert out.normals[0, front, 2] > 0.5
     assert torch.allclose(out.normals, vertex_normals(out.vertices, anny_template.faces))
     grown = expand_mesh(out.vertices, anny_template.faces, 0.02)
-    assert torch.allclose((grown - out.vertices).norm(dim=-1), torch.full((1, anny_template.num_vertices), 0.02), atol=1e-5)
+    assert torch.allclose(
+        (grown - out.vertices).norm(dim=-1), torch.full((1, anny_template.num_vertices), 0.02), atol=1e-5
+    )
     assert torch.allclose(out.expanded(0.02), grown)
     # pushed outward: the body gets wider
     assert grown[0, :, 0].max() > out.vertices[0, :, 0].max() + 0.015

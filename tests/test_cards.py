@@ -39,22 +39,42 @@ def check_structure(card: str, title: str) -> None:
 def tiny_subject(synthetic_name: str = "alice") -> SimpleNamespace:
     """What a card reads of a subject dataset."""
     return SimpleNamespace(
-        source_video=f"{synthetic_name}.mp4", source_size=(96, 64), num_frames=16, image_size=(48, 48), fps=30.0,
-        shape=[0.5] * 6, template=SimpleNamespace(name="anny", shape_space="anny-phenotype-6"),
-    )  # fmt: skip
+        source_video=f"{synthetic_name}.mp4",
+        source_size=(96, 64),
+        num_frames=16,
+        image_size=(48, 48),
+        fps=30.0,
+        shape=[0.5] * 6,
+        template=SimpleNamespace(name="anny", shape_space="anny-phenotype-6"),
+    )
 
 
 def tiny_metrics(held_out: dict) -> dict:
-    return {"subject": "subjects/alice", "train_frames": 12, "held_out_frames": [3, 7, 11, 15], "steps": 4,
-            "train_minutes": 0.1, "device": "cpu", "held_out": held_out}  # fmt: skip
+    return {
+        "subject": "subjects/alice",
+        "train_frames": 12,
+        "held_out_frames": [3, 7, 11, 15],
+        "steps": 4,
+        "train_minutes": 0.1,
+        "device": "cpu",
+        "held_out": held_out,
+    }
 
 
 def tiny_pipeline(card: str, synthetic: bool) -> RamAvatarPipeline:
     """A whole avatar around an untrained tiny network (no training, no body template)."""
     return RamAvatarPipeline(
-        RamAvatar(**TINY), "anny", torch.full((6,), 0.5), Framing(60.0, (0.5, 0.5), 2.5), 30.0, (48, 48), name="alice",
-        source={"video": "alice.mp4", "frames": 16, "synthetic": synthetic}, avatar_files={"README.md": card.encode()}, device="cpu",
-    )  # fmt: skip
+        RamAvatar(**TINY),
+        "anny",
+        torch.full((6,), 0.5),
+        Framing(60.0, (0.5, 0.5), 2.5),
+        30.0,
+        (48, 48),
+        name="alice",
+        source={"video": "alice.mp4", "frames": 16, "synthetic": synthetic},
+        avatar_files={"README.md": card.encode()},
+        device="cpu",
+    )
 
 
 def test_metrics_table_pairs_whole_frame_and_person_only_values_of_any_metric():
@@ -68,15 +88,20 @@ def test_metrics_table_pairs_whole_frame_and_person_only_values_of_any_metric():
 
 
 def test_training_card_snippet_runs_and_titles_the_avatar(tmp_path, anny_template):
-    folder = save_avatar(RamAvatar(**TINY), tmp_path / "run" / "avatar", tiny_subject(), TrainConfig(),
-                         tiny_metrics({"psnr": 30.0, "psnr_masked": 20.0}))  # fmt: skip
+    folder = save_avatar(
+        RamAvatar(**TINY),
+        tmp_path / "run" / "avatar",
+        tiny_subject(),
+        TrainConfig(),
+        tiny_metrics({"psnr": 30.0, "psnr_masked": 20.0}),
+    )
     card = (folder / "README.md").read_text()
     check_structure(card, "alice")
     assert REAL_PERSON in card and "| PSNR (dB, higher is better) | 30 | 20 |" in card
     (snippet,) = python_snippets(card)
     assert folder.as_posix() in snippet  # loads from where the card is
     scope: dict = {}
-    exec(snippet, scope)  # noqa: S102: our own generated card
+    exec(snippet, scope)  # noqa: S102 (our own generated card)
     assert scope["rgb"].shape == (1, 3, 48, 48) and scope["alpha"].shape == (1, 1, 48, 48)
     assert scope["alpha"].amax() > 0  # the body is in the frame the snippet's camera makes
 
@@ -116,7 +141,7 @@ def test_bundled_example_cards_run_as_written(card, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for snippet in snippets:
         scope: dict = {}
-        exec(snippet, scope)  # noqa: S102: the repository's own card
+        exec(snippet, scope)  # noqa: S102 (the repository's own card)
     if card == "README.md":
         assert scope["result"].num_frames == 30 and (tmp_path / "wave.mp4").is_file()
     else:

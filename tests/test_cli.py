@@ -37,8 +37,17 @@ def test_demo_writes_a_playable_video_showing_the_body(tmp_path, anny_template, 
 
 def test_missing_smplx_model_is_a_clear_error_not_a_traceback(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("RAM_AVATAR_SMPLX_DIR", raising=False)
-    code = main(["demo", "--out", str(tmp_path / "x.mp4"), "--body-template", "smplx",
-                 "--body-model-path", str(tmp_path / "nowhere")])  # fmt: skip
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(tmp_path / "x.mp4"),
+            "--body-template",
+            "smplx",
+            "--body-model-path",
+            str(tmp_path / "nowhere"),
+        ]
+    )
     assert code == 2
     error = capsys.readouterr().err
     assert "smpl-x.is.tue.mpg.de" in error and "Traceback" not in error
@@ -52,15 +61,32 @@ def test_readme_main_command_animates_the_bundled_example_quietly(tmp_path):
     progress bar and its one-time notices (Anny's cache, compiling), no third-party noise."""
     out = tmp_path / "wave.mp4"
     run = subprocess.run(
-        [sys.executable, "-m", "ram_avatar.cli", "--threads", "1", "animate", str(EXAMPLE), str(ROOT / "examples" / "motions" / "wave_hello.bvh"),
-         str(out), "--max-frames", "4"], capture_output=True, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ram_avatar.cli",
+            "--threads",
+            "1",
+            "animate",
+            str(EXAMPLE),
+            str(ROOT / "examples" / "motions" / "wave_hello.bvh"),
+            str(out),
+            "--max-frames",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     video = iio.imread(out, plugin="pyav")
     assert video.shape == (4, 256, 256, 3)
     person = (video.min(-1) < 200).mean()
     assert 0.02 < person < 0.6  # a figure, not an empty or a filled frame
-    assert [line.split(":")[0] for line in run.stdout.splitlines()] == ["MDA", f"wrote {out} and {out.with_name('wave_ood.png')}"]
+    assert [line.split(":")[0] for line in run.stdout.splitlines()] == [
+        "MDA",
+        f"wrote {out} and {out.with_name('wave_ood.png')}",
+    ]
     for line in filter(str.strip, re.split(r"[\r\n]+", run.stderr)):
         assert line.startswith(("animating dancer-rt256:", "ram-avatar: ")), line
 
@@ -88,11 +114,15 @@ def test_help_text_is_plain():
 def test_info_reads_the_folder_without_torch_the_template_or_the_networks():
     """``ram-avatar info``: from avatar.json, the JSON beside the networks and the safetensors
     headers; torch is never imported (so nothing is built or loaded)."""
-    code = (f"import sys, ram_avatar.cli as cli; code = cli.main(['info', {str(EXAMPLE)!r}]); "
-            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")  # fmt: skip
+    code = (
+        f"import sys, ram_avatar.cli as cli; code = cli.main(['info', {str(EXAMPLE)!r}]); "
+        "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.startswith("dancer-rt256: RamAvatar (4.18 M parameters), 256x256 px at 30 fps") and run.stderr == ""
+    assert (
+        run.stdout.startswith("dancer-rt256: RamAvatar (4.18 M parameters), 256x256 px at 30 fps") and run.stderr == ""
+    )
 
 
 def test_info_json_matches_the_loaded_avatar_and_reads_hub_ids(tmp_path, capsys, monkeypatch):

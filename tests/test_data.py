@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import imageio.v3 as iio
 import numpy as np
@@ -15,9 +15,17 @@ import torch
 
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.data import (
-    FORMAT_VERSION, CameraTrack, ImageSequence, SubjectData, SubjectDataset, SubjectFormatError,
-    TemplateInfo, load_subject, validate_subject, write_subject,
-)  # fmt: skip
+    FORMAT_VERSION,
+    CameraTrack,
+    ImageSequence,
+    SubjectData,
+    SubjectDataset,
+    SubjectFormatError,
+    TemplateInfo,
+    load_subject,
+    validate_subject,
+    write_subject,
+)
 
 N, SIZE = 4, 32
 PHENOTYPE = ["gender", "age", "muscle", "weight", "height", "proportions"]
@@ -63,8 +71,10 @@ def make_subject(num_frames: int = N, seed: int = 0) -> SubjectData:
         },
         template=TemplateInfo("anny", "anny-phenotype-6", "anny-arkit-52", shape_labels=PHENOTYPE),
         keypoint_layouts={
-            "body": "mediapipe-pose-33", "hand": "mediapipe-hand-21", "face": "mediapipe-face-478",
-        },  # fmt: skip
+            "body": "mediapipe-pose-33",
+            "hand": "mediapipe-hand-21",
+            "face": "mediapipe-face-478",
+        },
         fps=29.97,
         source_video="clip.mp4",
         source_size=(1080, 1920),
@@ -87,8 +97,10 @@ def assert_same(actual: SubjectData, expected: SubjectData) -> None:
     assert actual.template == expected.template
     assert actual.keypoint_layouts == expected.keypoint_layouts
     assert (actual.fps, actual.source_video, actual.source_size) == (
-        expected.fps, expected.source_video, tuple(expected.source_size)
-    )  # fmt: skip
+        expected.fps,
+        expected.source_video,
+        tuple(expected.source_size),
+    )
     assert actual.frame_indices == list(expected.frame_indices)
 
 
@@ -126,15 +138,22 @@ def test_meta_json_is_the_documented_v1_layout(subject_dir: Path):
     assert meta["format"] == "ram-avatar-subject" and meta["version"] == FORMAT_VERSION == 1
     assert meta["num_frames"] == N and meta["image_size"] == [SIZE, SIZE] and meta["fps"] == 29.97
     assert meta["source"] == {
-        "video": "clip.mp4", "size": [1080, 1920], "frame_indices": [10, 12, 14, 16],
-    }  # fmt: skip
+        "video": "clip.mp4",
+        "size": [1080, 1920],
+        "frame_indices": [10, 12, 14, 16],
+    }
     assert meta["body_template"]["name"] == "anny"
     assert meta["body_template"]["shape_labels"] == PHENOTYPE
     assert meta["keypoints"]["hand"] == "mediapipe-hand-21"
     assert meta["created_by"].startswith("ram-avatar ")
     assert sorted(os.listdir(subject_dir)) == [
-        "camera.npz", "frames", "keypoints.npz", "masks", "meta.json", "smplx.npz",
-    ]  # fmt: skip
+        "camera.npz",
+        "frames",
+        "keypoints.npz",
+        "masks",
+        "meta.json",
+        "smplx.npz",
+    ]
     assert sorted(os.listdir(subject_dir / "frames")) == [f"{i:06d}.png" for i in range(N)]
 
 
@@ -173,12 +192,18 @@ def test_dataset_items_have_documented_shapes_and_values(subject_dir: Path):
     assert item["pose"]["body_pose"].shape == (21, 3) and item["pose"]["transl"].shape == (3,)
     assert item["shape"].shape == (6,) and item["expression"].shape == (52,)
     assert {k: tuple(v.shape) for k, v in item["camera"].items()} == {
-        "K": (3, 3), "R": (3, 3), "t": (3,), "crop_box": (4,),
-    }  # fmt: skip
+        "K": (3, 3),
+        "R": (3, 3),
+        "t": (3,),
+        "crop_box": (4,),
+    }
     assert {k: tuple(v.shape) for k, v in item["keypoints"].items()} == {
-        "body": (33, 3), "left_hand": (21, 3), "right_hand": (21, 3),
-        "face": (478, 3), "face_mesh": (478, 3),
-    }  # fmt: skip
+        "body": (33, 3),
+        "left_hand": (21, 3),
+        "right_hand": (21, 3),
+        "face": (478, 3),
+        "face_mesh": (478, 3),
+    }
     torch.testing.assert_close(item["camera"]["R"], torch.from_numpy(expected.camera.R[1]))
 
 

@@ -14,8 +14,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from pipeline_fixture import SIZE, N, make_tiny_avatar, wave_motion_file
 
-from pipeline_fixture import N, SIZE, make_tiny_avatar, wave_motion_file
 from ram_avatar import metrics
 from ram_avatar.data import load_subject
 from ram_avatar.evaluation import evaluate_avatar, temporal_stability
@@ -47,11 +47,20 @@ def test_renders_held_out_frames_as_the_model_does_on_its_own_inputs(evaluated, 
         frame = slice(t, t + 1)
         pose, previous = subject.pose[frame], subject.pose[t - 1 : t]
         camera = _camera(subject, frame)
-        face = face_points_from_keypoints(torch.from_numpy(subject.keypoints["face"][frame]), torch.from_numpy(subject.keypoints["face_mesh"][frame]))
+        face = face_points_from_keypoints(
+            torch.from_numpy(subject.keypoints["face"][frame]), torch.from_numpy(subject.keypoints["face_mesh"][frame])
+        )
         with torch.no_grad():
-            maps = model.prepare_inputs(anny_template, pose, camera, shape=torch.from_numpy(subject.shape)[None],
-                                        expression=torch.from_numpy(subject.expression[frame]), face_points=face,
-                                        previous_pose=previous, previous_expression=torch.from_numpy(subject.expression[t - 1 : t]))  # fmt: skip
+            maps = model.prepare_inputs(
+                anny_template,
+                pose,
+                camera,
+                shape=torch.from_numpy(subject.shape)[None],
+                expression=torch.from_numpy(subject.expression[frame]),
+                face_points=face,
+                previous_pose=previous,
+                previous_expression=torch.from_numpy(subject.expression[t - 1 : t]),
+            )
             out = model(maps)
         expected = out["rgb"] * out["alpha"]  # trained on a black background
         torch.testing.assert_close(evaluated.pred[i : i + 1], expected.clamp(0, 1), atol=2e-5, rtol=0)
@@ -136,15 +145,21 @@ def test_evaluation_reproduces_the_trainers_held_out_numbers(evaluated, tiny):
 
 
 def test_masked_metrics_use_the_person_mask(evaluated, tiny):
-    masked = evaluate_avatar(tiny / "run" / "avatar", tiny / "subject", tiny / "eval-masked", masked=True, progress=False, device="cpu")
-    assert masked.metrics["psnr"]["value"] == pytest.approx(float(metrics.psnr(masked.pred, masked.gt, masked.mask).mean()))
+    masked = evaluate_avatar(
+        tiny / "run" / "avatar", tiny / "subject", tiny / "eval-masked", masked=True, progress=False, device="cpu"
+    )
+    assert masked.metrics["psnr"]["value"] == pytest.approx(
+        float(metrics.psnr(masked.pred, masked.gt, masked.mask).mean())
+    )
     assert masked.metrics["psnr"]["value"] != pytest.approx(evaluated.metrics["psnr"]["value"])
     assert "masked" in (tiny / "eval-masked" / "metrics.md").read_text()
 
 
 @pytest.mark.slow
 def test_fid_is_computed_once_there_are_enough_frames(tiny, tmp_path):
-    result = evaluate_avatar(tiny / "run", tiny / "subject", tmp_path / "fid", fid_min_frames=2, progress=False, device="cpu")
+    result = evaluate_avatar(
+        tiny / "run", tiny / "subject", tmp_path / "fid", fid_min_frames=2, progress=False, device="cpu"
+    )
     expected = metrics.evaluate(result.pred, result.gt, None, ("fid",))["fid"].to_dict()
     assert result.metrics["fid"].keys() == expected.keys()  # a value, or unavailable when its weights are missing
     assert expected["value"] is None or result.metrics["fid"]["value"] == pytest.approx(expected["value"], rel=1e-6)
@@ -152,7 +167,9 @@ def test_fid_is_computed_once_there_are_enough_frames(tiny, tmp_path):
 
 def test_ood_motion_reports_mda_scores_and_stability(tiny, tmp_path):
     motion = wave_motion_file(tmp_path / "wave.npz", frames=6)
-    result = evaluate_avatar(tiny / "tiny", tiny / "subject", tmp_path / "ood", ood_motion=motion, progress=False, device="cpu")
+    result = evaluate_avatar(
+        tiny / "tiny", tiny / "subject", tmp_path / "ood", ood_motion=motion, progress=False, device="cpu"
+    )
     ood = json.loads((tmp_path / "ood" / "metrics.json").read_text())["ood"]
     assert ood == result.ood and ood["frames"] == 6
     assert ood["ood_before"] > 0 and ood["ood_after"] > 0  # the tiny avatar has MDA
@@ -187,6 +204,8 @@ def test_cli_eval(tiny, tmp_path, capsys):
 
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers())
-    args = parser.parse_args(["eval", str(tiny / "run"), str(tiny / "subject"), str(tmp_path / "cli"), "--every-k", "4", "--device", "cpu"])
+    args = parser.parse_args(
+        ["eval", str(tiny / "run"), str(tiny / "subject"), str(tmp_path / "cli"), "--every-k", "4", "--device", "cpu"]
+    )
     assert args.run(args) == 0 and "held-out frames (every 4th)" in capsys.readouterr().out
     assert (tmp_path / "cli" / "metrics.md").is_file()

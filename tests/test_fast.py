@@ -13,9 +13,18 @@ from ram_avatar.render import Camera
 
 SIZE = 64
 TINY = dict(
-    texture_size=32, texture_channels=6, texture_levels=2, attention_hidden=8, attention_downsample=4,
-    face_code_channels=3, map_hidden=4, map_channels=3, widths=[8, 12, 16], style_dim=8, decoder_convs=2,
-)  # fmt: skip
+    texture_size=32,
+    texture_channels=6,
+    texture_levels=2,
+    attention_hidden=8,
+    attention_downsample=4,
+    face_code_channels=3,
+    map_hidden=4,
+    map_channels=3,
+    widths=[8, 12, 16],
+    style_dim=8,
+    decoder_convs=2,
+)
 # Tolerances: a stated margin over the error measured on these tests (2-core x86 CPU, float32).
 EXACT = 4e-6  # folding: float32 rounding only; measured at most 1.0e-6 (a batch of stream frames), 2e-7 elsewhere
 COLLAPSED = 0.025  # max |fast - eager| with the pyramid summed into one texture (random texture, see fast.py);
@@ -65,8 +74,16 @@ def test_wavelet_fold_is_the_inverse_haar_transform():
     torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("switches", [{}, {"spatial_attention": False}, {"temporal_attention": False},
-                                      {"face_map": False, "hand_map": False}, {"colour_skip": True}])  # fmt: skip
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {},
+        {"spatial_attention": False},
+        {"temporal_attention": False},
+        {"face_map": False, "hand_map": False},
+        {"colour_skip": True},
+    ],
+)
 def test_fast_avatar_without_collapse_equals_eager(anny_template, scene, switches):
     model = randomized(RamAvatar(**TINY, **switches))
     maps = maps_for(model, anny_template, scene)

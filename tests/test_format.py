@@ -26,8 +26,18 @@ from ram_avatar.pipelines import AvatarFormatError, Framing, RamAvatarPipeline
 from ram_avatar.pipelines.folder import describe_avatar
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "avatars" / "dancer-rt256"
-BASELINE = {k: TINY[k] for k in ("texture_size", "texture_channels", "texture_levels", "face_code_channels",
-                                 "map_hidden", "map_channels", "widths")}  # fmt: skip
+BASELINE = {
+    k: TINY[k]
+    for k in (
+        "texture_size",
+        "texture_channels",
+        "texture_levels",
+        "face_code_channels",
+        "map_hidden",
+        "map_channels",
+        "widths",
+    )
+}
 
 
 def tiny_pipeline(network: torch.nn.Module, mda: bool = True) -> RamAvatarPipeline:
@@ -40,10 +50,19 @@ def tiny_pipeline(network: torch.nn.Module, mda: bool = True) -> RamAvatarPipeli
         decoder = SubjectPoseDecoder(latent_dim=8, hidden_dim=32, prior_fingerprint=fingerprint(prior))
     face_rig = torch.randn(478, 3) * 0.05 + torch.tensor([0.0, 0.05, 0.1])
     return RamAvatarPipeline(
-        network, "anny", torch.full((6,), 0.5), Framing(60.0, (0.5, 0.5), 2.5), 30.0, (48, 48), face_rig=face_rig,
-        decoder=decoder, prior=prior, name="tiny", source={"video": "tiny.mp4", "frames": 16, "synthetic": True},
+        network,
+        "anny",
+        torch.full((6,), 0.5),
+        Framing(60.0, (0.5, 0.5), 2.5),
+        30.0,
+        (48, 48),
+        face_rig=face_rig,
+        decoder=decoder,
+        prior=prior,
+        name="tiny",
+        source={"video": "tiny.mp4", "frames": 16, "synthetic": True},
         device="cpu",
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +83,12 @@ def render(pipe: RamAvatarPipeline, motion: Motion) -> np.ndarray:
 def test_model_index_names_each_part_in_diffusers_convention(saved, tmp_path):
     index = json.loads((saved / "model_index.json").read_text())
     assert index == {
-        "_class_name": "RamAvatarPipeline", "_ram_avatar_version": __version__, "avatar": ["ram_avatar", "RamAvatar"],
-        "pose_decoder": ["ram_avatar", "SubjectPoseDecoder"], "pose_prior": ["ram_avatar", "PoseVAE"],
-    }  # fmt: skip
+        "_class_name": "RamAvatarPipeline",
+        "_ram_avatar_version": __version__,
+        "avatar": ["ram_avatar", "RamAvatar"],
+        "pose_decoder": ["ram_avatar", "SubjectPoseDecoder"],
+        "pose_prior": ["ram_avatar", "PoseVAE"],
+    }
     assert (saved / "avatar.json").is_file()  # the avatar's own manifest stays beside it
     without = tiny_pipeline(RamAvatar(**TINY), mda=False).save_pretrained(tmp_path / "no-mda")
     index = json.loads((without / "model_index.json").read_text())
@@ -145,7 +167,7 @@ def test_a_bare_network_folder_loads_as_the_class_its_training_recorded(tmp_path
         ({"hair": ["ram_avatar", "RamAvatar"]}, "names a part 'hair' this ram-avatar does not know"),
         ({"_class_name": "StableDiffusionPipeline"}, '"_class_name": "RamAvatarPipeline"'),
     ],
-)  # fmt: skip
+)
 def test_the_registry_refuses_any_other_class(saved, tmp_path, change, message):
     """model_index.json may name only registered classes, each for its own part: anything else is
     a one-line error naming the file, and no module it names is imported."""

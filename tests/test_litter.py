@@ -35,11 +35,16 @@ def fake_detections(frames: int = 2, size: int = 64):
     rng = np.random.default_rng(0)
     points = {"body": 33, "left_hand": 21, "right_hand": 21, "face": 478}
     return Detections(
-        frames=rng.integers(0, 255, (frames, size, size, 3), np.uint8), masks=np.zeros((frames, size, size), np.uint8),
+        frames=rng.integers(0, 255, (frames, size, size, 3), np.uint8),
+        masks=np.zeros((frames, size, size), np.uint8),
         keypoints={k: np.zeros((frames, n, 3), np.float32) for k, n in points.items()},
-        crop_boxes=np.tile(np.float32([0, 0, size, size]), (frames, 1)), K=np.tile(np.eye(3, dtype=np.float32), (frames, 1, 1)),
-        fps=30.0, source_size=(size, size), frame_indices=np.arange(frames), found={k: np.zeros(frames, bool) for k in points},
-    )  # fmt: skip
+        crop_boxes=np.tile(np.float32([0, 0, size, size]), (frames, 1)),
+        K=np.tile(np.eye(3, dtype=np.float32), (frames, 1, 1)),
+        fps=30.0,
+        source_size=(size, size),
+        frame_indices=np.arange(frames),
+        found={k: np.zeros(frames, bool) for k in points},
+    )
 
 
 @pytest.fixture

@@ -309,7 +309,6 @@ def test_the_cli_says_in_one_line_when_the_source_cannot_be_opened(case, tmp_pat
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, anny_template):
-    pytest.importorskip("mediapipe", reason="the live session detects with MediaPipe")
     from ram_avatar.pipelines import RamAvatarPipeline
 
     folder = make_tiny_avatar(tmp_path_factory.mktemp("avatar"), anny_template)

@@ -86,11 +86,18 @@ def _detection(template, pose: SmplxPose, expression: torch.Tensor | None = None
     if face:
         mesh, mesh_z = _face(template, vertices[0], joints[0], K)
     return FrameDetection(
-        body=body, body_world=world, left_hand=points(kmap.left_hand_index, kmap.hand_weight),
-        right_hand=points(kmap.right_hand_index, kmap.hand_weight), face=mesh, face_z=mesh_z, mask=None,
-        box=np.concatenate([seen.min(0), seen.max(0)]), others=0.0,
-        left_hand_z=depth(kmap.left_hand_index), right_hand_z=depth(kmap.right_hand_index),
-    )  # fmt: skip
+        body=body,
+        body_world=world,
+        left_hand=points(kmap.left_hand_index, kmap.hand_weight),
+        right_hand=points(kmap.right_hand_index, kmap.hand_weight),
+        face=mesh,
+        face_z=mesh_z,
+        mask=None,
+        box=np.concatenate([seen.min(0), seen.max(0)]),
+        others=0.0,
+        left_hand_z=depth(kmap.left_hand_index),
+        right_hand_z=depth(kmap.right_hand_index),
+    )
 
 
 def _face(template, vertices, joints, K) -> tuple[np.ndarray, np.ndarray]:
@@ -133,24 +140,34 @@ def _errors(template, truth: SmplxPose, solved: SmplxPose) -> dict[str, float]:
         solved.full()[0].double().numpy()
     )
     return {
-        "limbs": bones(LIMBS), "pelvis": float(turned[0]), "head": float(turned[J("head")]),
+        "limbs": bones(LIMBS),
+        "pelvis": float(turned[0]),
+        "head": float(turned[J("head")]),
         "wrists": float(turned[[J("left_wrist"), J("right_wrist")]].max()),
         "finger_bones": bones(FINGERS),
         "fingers": float(np.degrees(local.magnitude()[FINGERS]).max()),
-    }  # fmt: skip
+    }
 
 
 def _assert_close(errors: dict[str, float]) -> None:
-    limits = {"limbs": LIMB_TOL, "pelvis": ROOT_TOL, "head": HEAD_TOL, "wrists": WRIST_TOL,
-              "finger_bones": FINGER_BONE_TOL, "fingers": FINGER_TOL}  # fmt: skip
+    limits = {
+        "limbs": LIMB_TOL,
+        "pelvis": ROOT_TOL,
+        "head": HEAD_TOL,
+        "wrists": WRIST_TOL,
+        "finger_bones": FINGER_BONE_TOL,
+        "fingers": FINGER_TOL,
+    }
     assert all(errors[k] < v for k, v in limits.items()), errors
 
 
 def _reprojection(template, solved: SmplxPose, detection: FrameDetection) -> float:
     """Largest pixel distance between the solved pose's keypoints and the detected ones."""
     again = _detection(template, solved)
-    distances = [np.linalg.norm(getattr(again, k)[:, :2] - getattr(detection, k)[:, :2], axis=1)
-                 for k in ("body", "left_hand", "right_hand")]  # fmt: skip
+    distances = [
+        np.linalg.norm(getattr(again, k)[:, :2] - getattr(detection, k)[:, :2], axis=1)
+        for k in ("body", "left_hand", "right_hand")
+    ]
     return float(np.concatenate(distances).max())
 
 
@@ -198,10 +215,16 @@ def test_reset_and_a_long_gap_start_cold(anny_template):
 def test_nobody_in_the_frame_gives_none(anny_template):
     solver = LivePoseSolver(anny_template, SIZE)
     empty = FrameDetection(
-        body=np.zeros((33, 3), np.float32), body_world=np.zeros((33, 3), np.float32),
-        left_hand=np.zeros((21, 3), np.float32), right_hand=np.zeros((21, 3), np.float32),
-        face=np.zeros((478, 3), np.float32), face_z=np.zeros(478, np.float32), mask=None, box=None, others=0.0,
-    )  # fmt: skip
+        body=np.zeros((33, 3), np.float32),
+        body_world=np.zeros((33, 3), np.float32),
+        left_hand=np.zeros((21, 3), np.float32),
+        right_hand=np.zeros((21, 3), np.float32),
+        face=np.zeros((478, 3), np.float32),
+        face_z=np.zeros(478, np.float32),
+        mask=None,
+        box=None,
+        others=0.0,
+    )
     assert solver(empty, 0.0) is None
     assert solver(_detection(anny_template, _truth()), 0.1) is not None
     assert solver(empty, 0.2) is None

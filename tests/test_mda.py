@@ -56,7 +56,10 @@ def as_pose(body: torch.Tensor) -> SmplxPose:
 
 def generic_motion(frames: int = 1500, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    u = lambda low, high: low + (high - low) * torch.rand(frames, generator=g)
+
+    def u(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(frames, generator=g)
+
     body = arms_pose(u(-1.4, 1.4), u(-1.4, 1.4), u(0.0, 1.5))
     body[:, L_KNEE, 0], body[:, R_KNEE, 0] = u(0.0, 1.2), u(0.0, 1.2)
     return body + 0.03 * torch.randn(body.shape, generator=g)
@@ -78,11 +81,27 @@ def trained(tmp_path_factory):
     """A tiny prior on generic motion and a subject decoder on the first 200 subject frames."""
     root = tmp_path_factory.mktemp("mda")
     torch.manual_seed(0)
-    prior = train_prior([as_pose(generic_motion())], root / "prior", steps=400, val_fraction=0.1,
-                        model_kwargs=TINY_PRIOR, lr=3e-3, **FAST)  # fmt: skip
+    prior = train_prior(
+        [as_pose(generic_motion())],
+        root / "prior",
+        steps=400,
+        val_fraction=0.1,
+        model_kwargs=TINY_PRIOR,
+        lr=3e-3,
+        **FAST,
+    )
     subject = subject_motion()
-    decoder = train_subject_decoder(as_pose(subject[:200]), root / "prior", root / "decoder", steps=400, fps=30.0,
-                                    val_fraction=0.0, model_kwargs={"hidden_dim": 64}, lr=3e-3, **FAST)  # fmt: skip
+    decoder = train_subject_decoder(
+        as_pose(subject[:200]),
+        root / "prior",
+        root / "decoder",
+        steps=400,
+        fps=30.0,
+        val_fraction=0.0,
+        model_kwargs={"hidden_dim": 64},
+        lr=3e-3,
+        **FAST,
+    )
     return {"root": root, "prior": prior, "decoder": decoder, "heldout": subject[200:]}
 
 
@@ -103,9 +122,24 @@ def test_mirroring_twice_is_identity_and_mirrors_the_body():
     assert torch.equal(mirror_body_pose(pose.body_pose), mirror_pose(pose).body_pose)
     # On a left/right-symmetric skeleton the mirrored pose's joints are the originals reflected
     # in x = 0, left and right swapped.
-    half = torch.tensor([[0.1, -0.1, 0], [0, 0.1, 0], [0.1, -0.5, 0], [0, 0.3, 0], [0.1, -0.9, 0],
-                         [0, 0.4, 0], [0.1, -1.0, 0.1], [0, 0.6, 0], [0.08, 0.55, 0], [0, 0.7, 0],
-                         [0.2, 0.55, 0], [0.45, 0.55, 0], [0.7, 0.55, 0], [0.9, 0.55, 0]])  # fmt: skip
+    half = torch.tensor(
+        [
+            [0.1, -0.1, 0],
+            [0, 0.1, 0],
+            [0.1, -0.5, 0],
+            [0, 0.3, 0],
+            [0.1, -0.9, 0],
+            [0, 0.4, 0],
+            [0.1, -1.0, 0.1],
+            [0, 0.6, 0],
+            [0.08, 0.55, 0],
+            [0, 0.7, 0],
+            [0.2, 0.55, 0],
+            [0.45, 0.55, 0],
+            [0.7, 0.55, 0],
+            [0.9, 0.55, 0],
+        ]
+    )
     side = {1: 0, 4: 2, 7: 4, 10: 6, 13: 8, 16: 10, 18: 11, 20: 12}  # left joint -> row of `half`
     mid = {3: 1, 6: 3, 9: 5, 12: 7, 15: 9}
     rest = torch.zeros(22, 3)
@@ -235,7 +269,6 @@ def test_the_default_strength_is_the_same_everywhere():
 
 
 def test_the_apps_mda_sliders_start_at_the_default_strength(monkeypatch):
-    pytest.importorskip("gradio")
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
     import app
 
@@ -256,8 +289,14 @@ def test_resume_continues_from_the_saved_step(tmp_path, monkeypatch):
     import ram_avatar.mda.train as train_module
 
     data = [as_pose(generic_motion(200))]
-    kwargs = {"model_kwargs": TINY_PRIOR, "val_fraction": 0.0, "position_weight": 0.0, "progress": False,
-              "steps": 8, "checkpoint_every": 4}  # fmt: skip
+    kwargs = {
+        "model_kwargs": TINY_PRIOR,
+        "val_fraction": 0.0,
+        "position_weight": 0.0,
+        "progress": False,
+        "steps": 8,
+        "checkpoint_every": 4,
+    }
     straight = train_prior(data, tmp_path / "straight", **kwargs)
 
     save = train_module._save_checkpoint
@@ -307,8 +346,21 @@ def test_mda_training_follows_the_one_learning_rate_schedule(tmp_path):
         rates.append(optimizer.param_groups[0]["lr"])  # set by the loop before each step
         return (torch.ones(1),)
 
-    train_module._loop(accelerator, objective, optimizer, batch, start=0, steps=steps, lr=lr, seed=0, out_dir=tmp_path,
-                       checkpoint_every=10_000, state={}, desc="", progress=False)  # fmt: skip
+    train_module._loop(
+        accelerator,
+        objective,
+        optimizer,
+        batch,
+        start=0,
+        steps=steps,
+        lr=lr,
+        seed=0,
+        out_dir=tmp_path,
+        checkpoint_every=10_000,
+        state={},
+        desc="",
+        progress=False,
+    )
     warmup = steps // 10
     final = train_module.FINAL_LR_RATIO
     assert rates == pytest.approx([lr * cosine_factor(s, steps, warmup, final) for s in range(steps)])
@@ -350,8 +402,20 @@ def test_cli_align_apply_writes_motion_plot_and_table(trained, tmp_path):
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"))
     root = trained["root"]
-    args = parser.parse_args(["align", "apply", str(tmp_path / "up.npz"), str(tmp_path / "out.npz"),
-                              "--decoder", str(root / "decoder"), "--prior", str(root / "prior"), "--device", "cpu"])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "align",
+            "apply",
+            str(tmp_path / "up.npz"),
+            str(tmp_path / "out.npz"),
+            "--decoder",
+            str(root / "decoder"),
+            "--prior",
+            str(root / "prior"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert args.run(args) == 0
     aligned = load_motion(tmp_path / "out.npz")
     assert aligned.num_frames == 15 and arm_height(aligned.pose.body_pose).max() < 0.5
@@ -368,7 +432,9 @@ def test_cli_errors_name_the_fix(tmp_path):
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"))
     (tmp_path / "empty").mkdir()
-    args = parser.parse_args(["align", "train", str(tmp_path / "empty"), str(tmp_path / "out"), "--prior", str(tmp_path)])
+    args = parser.parse_args(
+        ["align", "train", str(tmp_path / "empty"), str(tmp_path / "out"), "--prior", str(tmp_path)]
+    )
     with pytest.raises(FileNotFoundError, match="motion-prior train"):
         args.run(args)
     with pytest.raises(ValueError, match="at least 10"):

@@ -8,17 +8,37 @@ import pytest
 import torch
 
 from ram_avatar.models import (
-    BaselineUNet, DualAttention, HandMap, NeuralTexture, RamAvatar, StyleUNet, TemporalDiscriminator,
-    attention_size, criss_cross, draw_face_mesh, draw_hand_skeleton, face_points_from_keypoints,
-    get_config, triplet,
-)  # fmt: skip
+    BaselineUNet,
+    DualAttention,
+    HandMap,
+    NeuralTexture,
+    RamAvatar,
+    StyleUNet,
+    TemporalDiscriminator,
+    attention_size,
+    criss_cross,
+    draw_face_mesh,
+    draw_hand_skeleton,
+    face_points_from_keypoints,
+    get_config,
+    triplet,
+)
 from ram_avatar.models.dual_attention import distance_weight
 from ram_avatar.models.layers import ShallowUNet, haar_dwt, haar_idwt, upsample_to
 
 TINY = dict(
-    texture_size=16, texture_channels=6, texture_levels=2, attention_hidden=4, attention_downsample=4,
-    face_code_channels=3, map_hidden=4, map_channels=3, widths=[4, 6, 8], style_dim=8, decoder_convs=2,
-)  # fmt: skip
+    texture_size=16,
+    texture_channels=6,
+    texture_levels=2,
+    attention_hidden=4,
+    attention_downsample=4,
+    face_code_channels=3,
+    map_hidden=4,
+    map_channels=3,
+    widths=[4, 6, 8],
+    style_dim=8,
+    decoder_convs=2,
+)
 
 
 def synthetic_maps(B: int = 2, H: int = 23, W: int = 19, downsample: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -125,10 +145,9 @@ def brute_force_criss_cross(query, key, value, power):
         for y in range(h):
             for x in range(w):
                 keys = [(y, z) for z in range(w)] + [(z, x) for z in range(h) if z != y]
-                logits = torch.stack([
-                    (query[b, :, y, x] @ key[b, :, i, j]) / (1 + (abs(j - x) + abs(i - y)) ** power)
-                    for i, j in keys
-                ])  # fmt: skip
+                logits = torch.stack(
+                    [(query[b, :, y, x] @ key[b, :, i, j]) / (1 + (abs(j - x) + abs(i - y)) ** power) for i, j in keys]
+                )
                 weights = torch.softmax(logits, 0)
                 out[b, :, y, x] = sum(a * value[b, :, i, j] for a, (i, j) in zip(weights, keys))
     return out
@@ -202,7 +221,12 @@ def test_hand_skeleton_canvas_is_a_crop_of_the_frame():
     keypoints[..., 2] = 1.0
     keypoints[1, 1, :, 2] = 0  # the second item's right hand: undetected
     frame = draw_hand_skeleton(keypoints, (40, 48), sigma=1.0)
-    for h, w, origins in [(16, 16, [[16, 8], [0, 32]]), (12, 20, [[0, 28], [28, 0]]), (8, 8, [[0, 0], [20, 20]]), (40, 48, [[0, 0], [0, 0]])]:
+    for h, w, origins in [
+        (16, 16, [[16, 8], [0, 32]]),
+        (12, 20, [[0, 28], [28, 0]]),
+        (8, 8, [[0, 0], [20, 20]]),
+        (40, 48, [[0, 0], [0, 0]]),
+    ]:
         crops = draw_hand_skeleton(keypoints, (40, 48), sigma=1.0, canvas=(torch.tensor(origins), (h, w)))
         for crop, item, (y0, x0) in zip(crops, frame, origins):
             assert torch.equal(crop, item[:, y0 : y0 + h, x0 : x0 + w])
@@ -216,7 +240,6 @@ def test_hand_map_shape_and_keypoint_layout_check():
 
 
 def test_face_mesh_drawing_covers_the_face_only():
-    pytest.importorskip("mediapipe", reason="the face-mesh triangles are read from mediapipe")
     from ram_avatar.models.face_map import face_mesh_triangles, flat_face_layout
 
     triangles = face_mesh_triangles()
@@ -247,7 +270,6 @@ def test_face_points_from_subject_keypoints():
 
 
 def test_avatar_output_shapes_and_ranges_at_odd_size():
-    pytest.importorskip("mediapipe", reason="the face map draws mediapipe's face mesh")
     model = RamAvatar(**TINY)
     out = model(synthetic_maps(B=2, H=23, W=19))
     assert out["rgb"].shape == (2, 3, 23, 19) and out["alpha"].shape == (2, 1, 23, 19)
@@ -257,7 +279,6 @@ def test_avatar_output_shapes_and_ranges_at_odd_size():
 
 
 def test_gradients_reach_every_parameter():
-    pytest.importorskip("mediapipe", reason="the face map draws mediapipe's face mesh")
     torch.manual_seed(0)
     maps = synthetic_maps(B=2, H=23, W=19)
     for model in (RamAvatar(**TINY), BaselineUNet(texture_size=16, texture_channels=6, map_hidden=4, widths=[4, 6])):
@@ -289,9 +310,13 @@ def test_discriminator_takes_frame_triplets_and_trains():
 
 @pytest.mark.parametrize(
     "flag, part, key",
-    [("spatial_attention", "spatial", "uv_expanded"), ("temporal_attention", "temporal", "uv_previous"),
-     ("face_map", "face", "face_points"), ("hand_map", "hand", "hand_keypoints")],
-)  # fmt: skip
+    [
+        ("spatial_attention", "spatial", "uv_expanded"),
+        ("temporal_attention", "temporal", "uv_previous"),
+        ("face_map", "face", "face_points"),
+        ("hand_map", "hand", "hand_keypoints"),
+    ],
+)
 def test_ablation_flags_remove_the_part(flag, part, key):
     full, ablated = RamAvatar(**TINY), RamAvatar(**TINY, **{flag: False})
     names = {name for name, _ in ablated.named_parameters()}
@@ -303,8 +328,6 @@ def test_ablation_flags_remove_the_part(flag, part, key):
         assert not any(n.startswith(f"attention.{part}") for n in names)
     maps = synthetic_maps()
     del maps[key]  # the ablated model does not need that input
-    if part != "face":
-        pytest.importorskip("mediapipe", reason="the face map draws mediapipe's face mesh")
     assert ablated(maps)["rgb"].shape == (2, 3, 23, 19)
     both = RamAvatar(**TINY, spatial_attention=False, temporal_attention=False)
     assert both.attention is None

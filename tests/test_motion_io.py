@@ -15,9 +15,14 @@ import torch
 
 from ram_avatar.body.layout import JOINT_NAMES, NUM_JOINTS, PARENTS, SmplxPose
 from ram_avatar.motion import (
-    Motion, MotionFormatError, find_motion_files, load_motion, resample, save_motion,
-)  # fmt: skip
-from ram_avatar.motion import reference
+    Motion,
+    MotionFormatError,
+    find_motion_files,
+    load_motion,
+    reference,
+    resample,
+    save_motion,
+)
 from ram_avatar.motion.bvh import forward_kinematics, joint_positions, map_joints, read_bvh
 
 J = {name: i for i, name in enumerate(JOINT_NAMES)}
@@ -65,13 +70,27 @@ def random_pose(frames: int, seed: int = 0) -> SmplxPose:
 
 def _bvh_name(joint: str) -> str:
     """Mixamo-style name of a SMPL-X joint."""
-    centre = {"pelvis": "Hips", "spine1": "Spine", "spine2": "Spine1", "spine3": "Spine2",
-              "neck": "Neck", "head": "Head"}  # fmt: skip
+    centre = {
+        "pelvis": "Hips",
+        "spine1": "Spine",
+        "spine2": "Spine1",
+        "spine3": "Spine2",
+        "neck": "Neck",
+        "head": "Head",
+    }
     if joint in centre:
         return centre[joint]
     side, part = joint.split("_", 1)
-    limbs = {"hip": "UpLeg", "knee": "Leg", "ankle": "Foot", "foot": "ToeBase", "collar": "Shoulder",
-             "shoulder": "Arm", "elbow": "ForeArm", "wrist": "Hand"}  # fmt: skip
+    limbs = {
+        "hip": "UpLeg",
+        "knee": "Leg",
+        "ankle": "Foot",
+        "foot": "ToeBase",
+        "collar": "Shoulder",
+        "shoulder": "Arm",
+        "elbow": "ForeArm",
+        "wrist": "Hand",
+    }
     return side.capitalize() + (limbs.get(part) or "Hand" + part[:-1].capitalize() + part[-1])
 
 
@@ -84,7 +103,11 @@ def _subtree(root: str) -> set[int]:
 
 
 def write_synthetic_bvh(
-    path: Path, pose: SmplxPose, units: float, axes: torch.Tensor, arm_drop_deg: float,
+    path: Path,
+    pose: SmplxPose,
+    units: float,
+    axes: torch.Tensor,
+    arm_drop_deg: float,
     bind: torch.Tensor | None = None,
 ) -> None:
     """A BVH of a SMPL-X-like rig (Mixamo names, jaw and eyes left out) performing ``pose``.
@@ -162,7 +185,7 @@ def synthetic_bvh(tmp_path_factory) -> tuple[Path, SmplxPose]:
     return path, pose
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_shared(path: Path) -> Motion:
     """A shared mocap file, loaded once for all the tests that read it."""
     return load_motion(path)
@@ -297,8 +320,12 @@ def test_canonical_turns_only_the_root(synthetic_bvh):
     forward = roma.rotvec_to_rotmat(canonical.pose.global_orient[0])[:, 2]
     assert abs(float(forward[0])) < 1e-5 and float(forward[2]) > 0
     # The path keeps its shape: distances between frames are unchanged.
-    torch.testing.assert_close(torch.cdist(canonical.pose.transl, canonical.pose.transl),
-                               torch.cdist(raw.pose.transl, raw.pose.transl), atol=1e-5, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        torch.cdist(canonical.pose.transl, canonical.pose.transl),
+        torch.cdist(raw.pose.transl, raw.pose.transl),
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def test_unmapped_intermediate_joints_fold_into_the_next_mapped_joint(tmp_path, synthetic_bvh):
@@ -310,8 +337,12 @@ def test_unmapped_intermediate_joints_fold_into_the_next_mapped_joint(tmp_path, 
     start = text.index(next(line for line in text if line.strip() == "JOINT LeftUpLeg"))
     end = _block_end(text, start)
     pad = text[start][: len(text[start]) - len(text[start].lstrip())]
-    inserted = [f"{pad}JOINT LHipJoint", pad + "{", f"{pad}  OFFSET 0 0 0",
-                f"{pad}  CHANNELS 3 Zrotation Yrotation Xrotation"]  # fmt: skip
+    inserted = [
+        f"{pad}JOINT LHipJoint",
+        pad + "{",
+        f"{pad}  OFFSET 0 0 0",
+        f"{pad}  CHANNELS 3 Zrotation Yrotation Xrotation",
+    ]
     thigh = ["  " + line for line in text[start : end + 1]]
     lines = text[:start] + inserted + thigh + [pad + "}"] + text[end + 1 :]
     first = sum(int(line.split()[1]) for line in text[:start] if line.strip().startswith("CHANNELS"))
@@ -410,11 +441,19 @@ def _rotation(*axis_degrees: tuple[int, float]) -> torch.Tensor:
 # proportions than SMPL-X's: AnimatedDrawings' forearm is 12 % longer than its upper arm, its
 # thigh 30 % longer than its shin.
 LIMB_POSES = {
-    "arm": (("right_shoulder", "right_elbow", "right_wrist"), ("RightForeArm", "RightHand"), (0.9, 1.15),
-            {"right_shoulder": _rotation((2, 25.0), (0, -90.0)), "right_elbow": _rotation((1, 100.0))}),
-    "leg": (("left_hip", "left_knee", "left_ankle"), ("LeftLeg", "LeftFoot"), (1.15, 0.9),
-            {"left_hip": _rotation((0, -70.0)), "left_knee": _rotation((0, 90.0))}),
-}  # fmt: skip
+    "arm": (
+        ("right_shoulder", "right_elbow", "right_wrist"),
+        ("RightForeArm", "RightHand"),
+        (0.9, 1.15),
+        {"right_shoulder": _rotation((2, 25.0), (0, -90.0)), "right_elbow": _rotation((1, 100.0))},
+    ),
+    "leg": (
+        ("left_hip", "left_knee", "left_ankle"),
+        ("LeftLeg", "LeftFoot"),
+        (1.15, 0.9),
+        {"left_hip": _rotation((0, -70.0)), "left_knee": _rotation((0, 90.0))},
+    ),
+}
 
 
 @pytest.mark.parametrize("limb", sorted(LIMB_POSES))
@@ -527,8 +566,14 @@ def test_amass_round_trip(tmp_path, layout):
     full = zup.full().reshape(20, -1).numpy()
     poses = np.concatenate([full[:, :66], full[:, 75:]], 1) if layout == 156 else full
     path = tmp_path / "amass.npz"
-    np.savez(path, poses=poses, trans=zup.transl.numpy(), betas=np.zeros(16), mocap_framerate=np.array(120.0),
-             gender=np.array("neutral"))  # fmt: skip
+    np.savez(
+        path,
+        poses=poses,
+        trans=zup.transl.numpy(),
+        betas=np.zeros(16),
+        mocap_framerate=np.array(120.0),
+        gender=np.array("neutral"),
+    )
     motion = load_motion(path, canonical=False)
     assert motion.fps == 120.0 and motion.num_frames == 20
     assert angle_deg(motion.pose.full(), pose.full()).max() < 0.01
@@ -606,8 +651,17 @@ def _bad_bvh(tmp_path: Path, synthetic_bvh, edit) -> Path:
         (lambda lines: ["HIERARCHY", "MOTION", "Frames: 1", "Frame Time: 0.1", ""], "no ROOT"),
         (lambda lines: ["garbage"], "HIERARCHY"),
     ],
-    ids=["truncated-hierarchy", "truncated-frames", "extra-value", "missing-values", "nan",
-         "bad-channel", "no-frame-time", "no-joints", "not-bvh"],  # fmt: skip
+    ids=[
+        "truncated-hierarchy",
+        "truncated-frames",
+        "extra-value",
+        "missing-values",
+        "nan",
+        "bad-channel",
+        "no-frame-time",
+        "no-joints",
+        "not-bvh",
+    ],
 )
 def test_malformed_bvh_gives_a_clear_error(tmp_path, synthetic_bvh, edit, message):
     path = _bad_bvh(tmp_path, synthetic_bvh, edit)
@@ -647,8 +701,19 @@ PARAMS = {"global_orient": np.zeros((4, 3)), "body_pose": np.zeros((4, 63))}
         (PARAMS | {"flat_hand_mean": np.array(False)}, "flat_hand_mean"),
         (PARAMS, "source_fps"),
     ],
-    ids=["wrong-keys", "wrong-width", "no-trans", "nan", "inf", "pickled", "pca-hands", "bad-body-shape",
-         "no-orient", "mean-hands", "no-fps"],  # fmt: skip
+    ids=[
+        "wrong-keys",
+        "wrong-width",
+        "no-trans",
+        "nan",
+        "inf",
+        "pickled",
+        "pca-hands",
+        "bad-body-shape",
+        "no-orient",
+        "mean-hands",
+        "no-fps",
+    ],
 )
 def test_malformed_npz_gives_a_clear_error(tmp_path, arrays, message):
     path = tmp_path / "bad.npz"

@@ -21,15 +21,24 @@ from ram_avatar.motion import Motion, MotionFormatError, load_motion, save_motio
 
 # A small Mixamo-named rig (centimetres, +Y up, facing +Z, left = +X): (name, parent, offset).
 RIG = [
-    ("Hips", None, (0, 90, 0)), ("Spine", "Hips", (0, 10, 0)), ("Spine1", "Spine", (0, 30, 0)),
-    ("Neck", "Spine1", (0, 12, 0)), ("Head", "Neck", (0, 10, 0)),
-    ("LeftUpLeg", "Hips", (10, 0, 0)), ("LeftLeg", "LeftUpLeg", (0, -42, 0)), ("LeftFoot", "LeftLeg", (0, -42, 0)),
-    ("RightUpLeg", "Hips", (-10, 0, 0)), ("RightLeg", "RightUpLeg", (0, -42, 0)),
+    ("Hips", None, (0, 90, 0)),
+    ("Spine", "Hips", (0, 10, 0)),
+    ("Spine1", "Spine", (0, 30, 0)),
+    ("Neck", "Spine1", (0, 12, 0)),
+    ("Head", "Neck", (0, 10, 0)),
+    ("LeftUpLeg", "Hips", (10, 0, 0)),
+    ("LeftLeg", "LeftUpLeg", (0, -42, 0)),
+    ("LeftFoot", "LeftLeg", (0, -42, 0)),
+    ("RightUpLeg", "Hips", (-10, 0, 0)),
+    ("RightLeg", "RightUpLeg", (0, -42, 0)),
     ("RightFoot", "RightLeg", (0, -42, 0)),
-    ("LeftArm", "Spine1", (18, 10, 0)), ("LeftForeArm", "LeftArm", (28, 0, 0)), ("LeftHand", "LeftForeArm", (25, 0, 0)),
-    ("RightArm", "Spine1", (-18, 10, 0)), ("RightForeArm", "RightArm", (-28, 0, 0)),
+    ("LeftArm", "Spine1", (18, 10, 0)),
+    ("LeftForeArm", "LeftArm", (28, 0, 0)),
+    ("LeftHand", "LeftForeArm", (25, 0, 0)),
+    ("RightArm", "Spine1", (-18, 10, 0)),
+    ("RightForeArm", "RightArm", (-28, 0, 0)),
     ("RightHand", "RightForeArm", (-25, 0, 0)),
-]  # fmt: skip
+]
 CHANNELS = 6 + 3 * (len(RIG) - 1)
 
 
@@ -38,10 +47,16 @@ def hierarchy() -> list[str]:
 
     def write(name: str, parent: str | None, offset: tuple, depth: int) -> None:
         pad = "  " * depth
-        lines.extend([f"{pad}{'JOINT' if parent else 'ROOT'} {name}", pad + "{",
-                      f"{pad}  OFFSET {offset[0]:.2f} {offset[1]:.2f} {offset[2]:.2f}",
-                      f"{pad}  CHANNELS " + ("3" if parent else "6 Xposition Yposition Zposition")
-                      + " Zrotation Xrotation Yrotation"])  # fmt: skip
+        lines.extend(
+            [
+                f"{pad}{'JOINT' if parent else 'ROOT'} {name}",
+                pad + "{",
+                f"{pad}  OFFSET {offset[0]:.2f} {offset[1]:.2f} {offset[2]:.2f}",
+                f"{pad}  CHANNELS "
+                + ("3" if parent else "6 Xposition Yposition Zposition")
+                + " Zrotation Xrotation Yrotation",
+            ]
+        )
         for child in RIG:
             if child[1] == name:
                 write(*child, depth + 1)
@@ -57,8 +72,14 @@ def frame_line(i: int) -> str:
     return " ".join(f"{v:.4f}" for v in [0.0, 90.0, 0.5 * i, *angles])
 
 
-def write_bvh(path: Path, frames: int, frame_time: str = "0.0333333", header_frames: int | None = None,
-              lines: list[str] | None = None, hierarchy_lines: list[str] | None = None) -> Path:  # fmt: skip
+def write_bvh(
+    path: Path,
+    frames: int,
+    frame_time: str = "0.0333333",
+    header_frames: int | None = None,
+    lines: list[str] | None = None,
+    hierarchy_lines: list[str] | None = None,
+) -> Path:
     """A BVH of RIG with ``frames`` frame lines (``lines`` instead, when given)."""
     with path.open("w") as f:
         header = frames if header_frames is None else header_frames
@@ -69,8 +90,11 @@ def write_bvh(path: Path, frames: int, frame_time: str = "0.0333333", header_fra
 
 
 def smplx_json(path: Path, frames: int, fps: float | None = 30.0, transl_z: float = 0.0) -> Path:
-    content: dict = {"global_orient": np.zeros((frames, 3)).tolist(), "body_pose": np.zeros((frames, 63)).tolist(),
-                     "transl": [[0.0, 0.0, transl_z]] * frames}  # fmt: skip
+    content: dict = {
+        "global_orient": np.zeros((frames, 3)).tolist(),
+        "body_pose": np.zeros((frames, 63)).tolist(),
+        "transl": [[0.0, 0.0, transl_z]] * frames,
+    }
     if frames:
         content["body_pose"][0][5] = 0.5  # not all at rest
     if fps is not None:
@@ -167,9 +191,11 @@ def test_file_size_is_checked_before_reading(tmp_path, monkeypatch):
 
 def _peak_rss_mb(path: Path) -> float:
     """Peak resident memory (MB) of a fresh process that loads 8 frames of ``path``."""
-    code = ("import resource, sys\nfrom ram_avatar.motion import load_motion\n"
-            "assert load_motion(sys.argv[1], fps=30, max_frames=8).num_frames == 8\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")  # fmt: skip
+    code = (
+        "import resource, sys\nfrom ram_avatar.motion import load_motion\n"
+        "assert load_motion(sys.argv[1], fps=30, max_frames=8).num_frames == 8\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env, check=True)
     return int(out.stdout.split()[-1]) / 1024
@@ -203,8 +229,13 @@ def test_a_bvh_skeleton_is_bounded(tmp_path):
     """A hierarchy cannot grow without bound either: joints are counted, channels not repeated."""
     chain = [f"JOINT j{i}\n{{\nOFFSET 0 1 0\nCHANNELS 3 Xrotation Yrotation Zrotation" for i in range(1000)]
     path = tmp_path / "tall.bvh"
-    path.write_text("HIERARCHY\nROOT Hips\n{\nOFFSET 0 0 0\nCHANNELS 3 Xrotation Yrotation Zrotation\n"
-                    + "\n".join(chain) + "\n}" * 1001 + "\nMOTION\nFrames: 1\nFrame Time: 0.1\n" + "0 " * 3003)
+    path.write_text(
+        "HIERARCHY\nROOT Hips\n{\nOFFSET 0 0 0\nCHANNELS 3 Xrotation Yrotation Zrotation\n"
+        + "\n".join(chain)
+        + "\n}" * 1001
+        + "\nMOTION\nFrames: 1\nFrame Time: 0.1\n"
+        + "0 " * 3003
+    )
     with pytest.raises(LimitError, match="tall.bvh: joints in a BVH file's skeleton is 1001"):
         load_motion(path)
     lines = hierarchy()
@@ -246,11 +277,19 @@ def test_converted_files_get_the_umask_permissions(tmp_path, umask, mode):
 
 def _empty(tmp_path: Path, kind: str) -> Path:
     if kind == "amass":
-        np.savez(path := tmp_path / "empty.npz", poses=np.zeros((0, 156)), trans=np.zeros((0, 3)),
-                 mocap_framerate=np.array(30.0))  # fmt: skip
+        np.savez(
+            path := tmp_path / "empty.npz",
+            poses=np.zeros((0, 156)),
+            trans=np.zeros((0, 3)),
+            mocap_framerate=np.array(30.0),
+        )
     elif kind == "smplx":
-        np.savez(path := tmp_path / "empty.npz", global_orient=np.zeros((0, 3)), body_pose=np.zeros((0, 63)),
-                 fps=np.array(30.0))  # fmt: skip
+        np.savez(
+            path := tmp_path / "empty.npz",
+            global_orient=np.zeros((0, 3)),
+            body_pose=np.zeros((0, 63)),
+            fps=np.array(30.0),
+        )
     elif kind == "json":
         path = smplx_json(tmp_path / "empty.json", 0)
     elif kind == "json-list":

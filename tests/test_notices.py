@@ -28,12 +28,15 @@ def test_a_notice_is_said_once(fresh_notices, capsys):
 
 def test_native_stderr_lines_go_to_logging_at_their_level(capfd, caplog):
     with caplog.at_level(logging.INFO, logger="warp"):
-        with notices.native_stderr_to_logging("warp", lambda line: logging.WARNING if "error" in line else logging.INFO):
+        with notices.native_stderr_to_logging(
+            "warp", lambda line: logging.WARNING if "error" in line else logging.INFO
+        ):
             os.write(2, b"Warp CUDA warning: no driver\nWarp CUDA error: real trouble\n")  # as C's fprintf does
     assert capfd.readouterr().err == ""
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.INFO, "Warp CUDA warning: no driver"), (logging.WARNING, "Warp CUDA error: real trouble"),
-    ]  # fmt: skip
+        (logging.INFO, "Warp CUDA warning: no driver"),
+        (logging.WARNING, "Warp CUDA error: real trouble"),
+    ]
 
 
 class _Stop(Exception):
@@ -41,7 +44,9 @@ class _Stop(Exception):
 
 
 @pytest.mark.parametrize("cached", [False, True])
-def test_building_annys_cache_is_announced_only_when_it_is_missing(cached, tmp_path, monkeypatch, request, fresh_notices, capsys):
+def test_building_annys_cache_is_announced_only_when_it_is_missing(
+    cached, tmp_path, monkeypatch, request, fresh_notices, capsys
+):
     import anny
     import anny.paths
     from anny.models.model_data import CURRENT_DATA_VERSION

@@ -13,8 +13,6 @@ import pytest
 import torch
 from pipeline_fixture import make_tiny_avatar, wave_motion_file
 
-pytest.importorskip("mediapipe", reason="the avatar's face map draws mediapipe's face mesh")
-
 
 @pytest.fixture(scope="module")
 def avatar_dir(tmp_path_factory, anny_template) -> Path:
@@ -37,8 +35,15 @@ def test_folder_layout_and_exact_round_trip(pipe, avatar_dir, motion, tmp_path):
     from ram_avatar.pipelines import RamAvatarPipeline
 
     names = {p.name for p in avatar_dir.iterdir()}
-    assert names == {"avatar.json", "model_index.json", "avatar", "pose_decoder", "pose_prior", "face_rig.safetensors",
-                     "README.md"}
+    assert names == {
+        "avatar.json",
+        "model_index.json",
+        "avatar",
+        "pose_decoder",
+        "pose_prior",
+        "face_rig.safetensors",
+        "README.md",
+    }
     assert {p.name for p in (avatar_dir / "avatar").iterdir()} >= {"config.json", "model.safetensors", "README.md"}
     manifest = json.loads((avatar_dir / "avatar.json").read_text())
     assert manifest["format"] == "ram-avatar-avatar" and manifest["template"]["name"] == "anny"
@@ -92,8 +97,12 @@ def test_two_chunks_at_once_render_the_same_frames(pipe, motion, monkeypatch):
     renderer = type(pipe.renderer)
     forward = renderer.forward
     previous: dict[float, torch.Tensor | None] = {}  # per batch, by its first frame's uv: what it got
-    monkeypatch.setattr(renderer, "forward", lambda self, maps: previous.__setitem__(
-        round(float(maps["uv"][0].sum()), 3), maps.get("previous_features")) or forward(self, maps))  # fmt: skip
+    monkeypatch.setattr(
+        renderer,
+        "forward",
+        lambda self, maps: previous.__setitem__(round(float(maps["uv"][0].sum()), 3), maps.get("previous_features"))
+        or forward(self, maps),
+    )
 
     def stream(workers: int) -> tuple[np.ndarray, dict, dict]:
         monkeypatch.setattr(module, "stream_workers", lambda device: workers)
@@ -194,7 +203,6 @@ def test_mda_strength(pipe, motion):
 
 
 def test_mp4_with_the_clips_sound(pipe, motion, tmp_path):
-
     clip = tmp_path / "sound.mp4"
     with av.open(str(clip), "w") as out:  # a clip with a one-second tone
         stream = out.add_stream("aac", rate=16000)
@@ -283,8 +291,14 @@ def test_push_uploads_the_whole_folder(pipe, monkeypatch):
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
     assert pipe.push_to_hub("someone/tiny", token="x") == "commit"
     files = uploaded["someone/tiny"]
-    assert {"avatar.json", "README.md", "face_rig.safetensors", "avatar/model.safetensors", "pose_decoder/config.json",
-            "pose_prior/model.safetensors"} <= set(files)  # fmt: skip
+    assert {
+        "avatar.json",
+        "README.md",
+        "face_rig.safetensors",
+        "avatar/model.safetensors",
+        "pose_decoder/config.json",
+        "pose_prior/model.safetensors",
+    } <= set(files)
 
 
 def test_loads_from_the_offline_hub_cache(avatar_dir, tmp_path, monkeypatch):
@@ -333,7 +347,9 @@ def test_head_transform_follows_the_neck():
     pose.global_orient[0] = torch.tensor([0.0, 0.0, torch.pi / 2])  # lie the body on its side
     rotation, position = head_transform(pose, rest)
     torch.testing.assert_close(position[0], torch.tensor([-0.5, 0.0, 0.0]), atol=1e-6, rtol=0)
-    torch.testing.assert_close(rotation[0] @ torch.tensor([0.0, 1.0, 0.0]), torch.tensor([-1.0, 0.0, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        rotation[0] @ torch.tensor([0.0, 1.0, 0.0]), torch.tensor([-1.0, 0.0, 0.0]), atol=1e-6, rtol=0
+    )
 
 
 def test_create_assembles_a_whole_avatar(avatar_dir, motion, tmp_path):
@@ -345,8 +361,16 @@ def test_create_assembles_a_whole_avatar(avatar_dir, motion, tmp_path):
 
     work = tmp_path / "me.work"
     shutil.copytree(avatar_dir.parent / "subject", work / "subject")
-    folder = create_avatar("never-read.mp4", str(tmp_path / "me"), steps=2, minutes=5, prior=str(avatar_dir.parent / "prior"),
-                           decoder_steps=5, device="cpu", progress=False)  # fmt: skip
+    folder = create_avatar(
+        "never-read.mp4",
+        str(tmp_path / "me"),
+        steps=2,
+        minutes=5,
+        prior=str(avatar_dir.parent / "prior"),
+        decoder_steps=5,
+        device="cpu",
+        progress=False,
+    )
     pipe = RamAvatarPipeline.from_pretrained(folder, device="cpu")
     assert pipe.has_mda and pipe.name == "me" and pipe.describe()["training"]["steps"] == 2
     assert pipe(motion, max_frames=3, progress=False).frames.shape == (3, 48, 48, 3)

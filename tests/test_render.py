@@ -15,11 +15,20 @@ from ram_avatar.render import rasterizer as rasterizer_module
 CUBE_VERTICES = torch.tensor(list(itertools.product((-0.5, 0.5), repeat=3)))  # index = 4x + 2y + z
 CUBE_FACES = torch.tensor(
     [
-        [0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5],  # x = -0.5, x = +0.5
-        [0, 4, 5], [0, 5, 1], [2, 3, 7], [2, 7, 6],  # y = -0.5, y = +0.5
-        [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3],  # z = -0.5, z = +0.5
+        [0, 1, 3],
+        [0, 3, 2],
+        [4, 6, 7],
+        [4, 7, 5],  # x = -0.5, x = +0.5
+        [0, 4, 5],
+        [0, 5, 1],
+        [2, 3, 7],
+        [2, 7, 6],  # y = -0.5, y = +0.5
+        [0, 2, 6],
+        [0, 6, 4],
+        [1, 5, 7],
+        [1, 7, 3],  # z = -0.5, z = +0.5
     ]
-)  # fmt: skip
+)
 CUBE_EYE = torch.tensor([[1.7, 1.3, 2.4]])
 
 

@@ -43,9 +43,13 @@ def project() -> dict:
 def test_requirements_are_the_packages_dependencies(script, project):
     expected = script.render(project, SPACE_README.read_text(encoding="utf-8"))
     diff = script.check(expected, script.REQUIREMENTS)
-    assert not diff, f"spaces/requirements.txt is out of date with pyproject.toml: run python scripts/space_requirements.py\n{diff}"
+    assert not diff, (
+        f"spaces/requirements.txt is out of date with pyproject.toml: run python scripts/space_requirements.py\n{diff}"
+    )
     wanted = {script.requirement_name(r) for r in project["project"]["dependencies"]} - {"gradio"}
-    listed = {script.requirement_name(line) for line in expected.splitlines() if line and not line.startswith(("#", "-"))}
+    listed = {
+        script.requirement_name(line) for line in expected.splitlines() if line and not line.startswith(("#", "-"))
+    }
     assert listed == wanted and "--extra-index-url https://download.pytorch.org/whl/cpu" in expected  # CPU torch
 
 
@@ -88,20 +92,34 @@ def test_the_assembled_space_animates_the_example(tmp_path):
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     # PIP_RETRIES=0: where the CPU torch index cannot be reached (an offline mirror), pip moves on at once.
-    env.update(SPACE=str(space), VENV=str(venv), GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
-               PYTHONUNBUFFERED="1", PIP_RETRIES="0")  # fmt: skip
+    env.update(
+        SPACE=str(space),
+        VENV=str(venv),
+        GRADIO_SERVER_NAME="127.0.0.1",
+        GRADIO_SERVER_PORT=str(port),
+        PYTHONUNBUFFERED="1",
+        PIP_RETRIES="0",
+    )
     subprocess.run(["bash", "-euo", "pipefail", "-c", readme_block("cp -r")], cwd=ROOT, env=env, check=True)
     assert not list(space.rglob("__pycache__")) and (space / "README.md").read_text() == SPACE_README.read_text()
 
     start = time.perf_counter()
     with log.open("w") as out:
-        server = subprocess.Popen(["bash", "-euo", "pipefail", "-c", readme_block("python app.py")], cwd=tmp_path, env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        server = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", readme_block("python app.py")],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         while True:  # pip install, then the app starts
             assert server.poll() is None, f"the Space stopped:\n{log.read_text()[-3000:]}"
-            assert time.perf_counter() - start < 900, f"the Space did not come up in 15 minutes:\n{log.read_text()[-3000:]}"
+            assert time.perf_counter() - start < 900, (
+                f"the Space did not come up in 15 minutes:\n{log.read_text()[-3000:]}"
+            )
             try:
                 if httpx.get(url, timeout=5).status_code == 200:
                     break
@@ -109,7 +127,9 @@ def test_the_assembled_space_animates_the_example(tmp_path):
                 pass
             time.sleep(2)
         client = Client(url, verbose=False)
-        video, _, plot, summary = client.predict("dancer-rt256 (example)", None, "wave_hello.bvh", 0.5, 24, api_name="/animate")
+        video, _, plot, summary = client.predict(
+            "dancer-rt256 (example)", None, "wave_hello.bvh", 0.5, 24, api_name="/animate"
+        )
         with av.open(video["video"] if isinstance(video, dict) else video) as container:
             frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
         assert len(frames) == 24 and frames[0].shape == (256, 256, 3) and frames[0].std() > 5  # a picture, not a blank

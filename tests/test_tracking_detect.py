@@ -16,10 +16,20 @@ import pytest
 
 from ram_avatar.data.format import KEYPOINT_ARRAYS, check_arrays
 from ram_avatar.tracking import (
-    TrackingError, VideoStream, crop_image, crop_intrinsics, crop_points, detect_clip,
-    frame_ranges, paste_back, probe_video, read_video, rotate_frame, smooth_boxes,
+    TrackingError,
+    VideoStream,
+    crop_image,
+    crop_intrinsics,
+    crop_points,
+    detect_clip,
+    frame_ranges,
+    paste_back,
+    probe_video,
+    read_video,
+    rotate_frame,
+    smooth_boxes,
     source_intrinsics,
-)  # fmt: skip
+)
 from ram_avatar.tracking.detect import find_switches
 
 DANCER = "video/tfjs_synthetic_dance_static_576.mp4"  # synthetic, faces the camera
@@ -30,9 +40,7 @@ PARK_TWO = "video/multi_person/sports2d_demo_two_people_static.mp4"
 L_SHOULDER, R_SHOULDER, L_WRIST, R_WRIST = 11, 12, 15, 16  # mediapipe-pose-33
 
 
-def write_clip(
-    path: Path, frames: list[np.ndarray], fps: int = 30, rotation: int = 0, faststart: bool = False
-) -> Path:
+def write_clip(path: Path, frames: list[np.ndarray], fps: int = 30, rotation: int = 0, faststart: bool = False) -> Path:
     """Encode RGB frames (even sizes) as H.264 mp4, with a display rotation if asked, and the
     index at the start (faststart) instead of the end if asked."""
     options = {"movflags": "faststart"} if faststart else {}
@@ -53,8 +61,7 @@ def drawn_frames(count: int, size: int = 256, seed: int = 0) -> list[np.ndarray]
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size]
     base = np.stack([x, y, (x + y) // 2], axis=-1) * (255 / size)
-    return [np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
-            for _ in range(count)]  # fmt: skip
+    return [np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8) for _ in range(count)]
 
 
 def detect_quietly(path: Path, **kwargs):
@@ -247,8 +254,12 @@ def test_detect_clip_crops_masks_and_keypoints(clip, request):
     assert not caught  # one person (cam01's bystander is far too small to matter)
     assert result.frames.shape == (n, 256, 256, 3) and result.masks.shape == (n, 256, 256)
     assert result.found["body"].all()
-    check_arrays(clip, {k: result.keypoints[k] for k in KEYPOINT_ARRAYS if k != "face_mesh"},
-                 KEYPOINT_ARRAYS, {"N": n, "Kb": 33, "Kh": 21, "Kf": 478})  # fmt: skip
+    check_arrays(
+        clip,
+        {k: result.keypoints[k] for k in KEYPOINT_ARRAYS if k != "face_mesh"},
+        KEYPOINT_ARRAYS,
+        {"N": n, "Kb": 33, "Kh": 21, "Kf": 478},
+    )
     assert result.keypoints["body_world"].shape == (n, 33, 3)
     assert result.keypoints["face_z"].shape == (n, 478)
 

@@ -307,7 +307,9 @@ def test_masks_add_the_silhouette_stage(anny_template):
     pose, shape, K = _truth(3)
     detections, masks = _detections(anny_template, pose, shape, K), _masks(anny_template, pose, shape, K)
     config = FitConfig(silhouette_batch=2, plateau_steps=1, plateau_tolerance=1e9)
-    result = fit_body(anny_template, detections, K.numpy(), SIZE, masks=masks, config=config, max_iters=5, progress=False)
+    result = fit_body(
+        anny_template, detections, K.numpy(), SIZE, masks=masks, config=config, max_iters=5, progress=False
+    )
     assert list(result.loss_curve) == ["global", "body", "hands", "silhouette"]
     # The silhouette stage never stops early (its loss depends on the frames a step compares).
     assert len(result.loss_curve["silhouette"]) == 5 and np.isfinite(result.loss_curve["silhouette"]).all()

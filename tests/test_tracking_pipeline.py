@@ -30,8 +30,9 @@ def tracked(shared_data, tmp_path_factory, anny_template):
     # Resumed: detection must not run again.
     monkey.setattr(pipeline, "fit_body", real_fit)
     monkey.setattr(pipeline, "detect_clip", lambda *a, **k: pytest.fail("detect ran again on resume"))
-    summary = pipeline.track(shared_data / CLIP, out, resolution=RES, max_frames=12, fit_iters=40,
-                             resume=True, progress=False)  # fmt: skip
+    summary = pipeline.track(
+        shared_data / CLIP, out, resolution=RES, max_frames=12, fit_iters=40, resume=True, progress=False
+    )
     monkey.undo()
     return out, summary
 

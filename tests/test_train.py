@@ -16,8 +16,6 @@ from ram_avatar.body.layout import SmplxPose
 from ram_avatar.data import CameraTrack, SubjectData, TemplateInfo, load_subject, write_subject
 from ram_avatar.render import Camera, render_maps
 
-pytest.importorskip("mediapipe", reason="the avatar's face map draws mediapipe's face mesh")
-
 N, SIZE = 12, 48
 # The pipeline tests' tiny RamAvatar / BaselineUNet and fast settings (a step takes a fraction of
 # a second on one core), here with a 2-level texture pyramid and VGG at 32^2.
@@ -45,15 +43,27 @@ def synthetic_subject(template) -> SubjectData:  # noqa: ANN001
         fan = pixels[:, side, None] + torch.linspace(-2, 2, 21)[None, :, None]
         hands.append(torch.cat([fan, torch.ones(N, 21, 1)], -1).numpy())
     return SubjectData(
-        frames=frames, masks=masks, pose=pose, shape=np.full(6, 0.5, np.float32),
+        frames=frames,
+        masks=masks,
+        pose=pose,
+        shape=np.full(6, 0.5, np.float32),
         expression=np.zeros((N, 52), np.float32),
-        camera=CameraTrack(camera.K.numpy(), camera.R.numpy(), camera.t.numpy(), np.tile([0, 0, SIZE, SIZE], (N, 1)).astype(np.float32)),
-        keypoints={"body": np.zeros((N, 33, 3), np.float32), "left_hand": hands[0], "right_hand": hands[1],
-                   "face": np.zeros((N, 478, 3), np.float32)},
+        camera=CameraTrack(
+            camera.K.numpy(), camera.R.numpy(), camera.t.numpy(), np.tile([0, 0, SIZE, SIZE], (N, 1)).astype(np.float32)
+        ),
+        keypoints={
+            "body": np.zeros((N, 33, 3), np.float32),
+            "left_hand": hands[0],
+            "right_hand": hands[1],
+            "face": np.zeros((N, 478, 3), np.float32),
+        },
         template=TemplateInfo("anny", "anny-phenotype-6", "anny-arkit-52"),
         keypoint_layouts={"body": "mediapipe-pose-33", "hand": "mediapipe-hand-21", "face": "mediapipe-face-478"},
-        fps=30.0, source_video="synthetic.mp4", source_size=(SIZE, SIZE), frame_indices=list(range(N)),
-    )  # fmt: skip
+        fps=30.0,
+        source_video="synthetic.mp4",
+        source_size=(SIZE, SIZE),
+        frame_indices=list(range(N)),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +115,32 @@ def test_cached_maps_match_prepare_inputs(subject_dir, tmp_path, anny_template):
 
     subject = load_subject(subject_dir)
     model = RamAvatar(**TINY)
-    cache = build_map_cache(subject, anny_template, tmp_path, expand_distance=model.expand_distance,
-                            attention_downsample=model.attention_downsample, expanded=True, progress=False)  # fmt: skip
-    assert build_map_cache(subject, anny_template, tmp_path, expand_distance=model.expand_distance,
-                           attention_downsample=model.attention_downsample, expanded=True, progress=False) == cache  # fmt: skip
+    cache = build_map_cache(
+        subject,
+        anny_template,
+        tmp_path,
+        expand_distance=model.expand_distance,
+        attention_downsample=model.attention_downsample,
+        expanded=True,
+        progress=False,
+    )
+    assert (
+        build_map_cache(
+            subject,
+            anny_template,
+            tmp_path,
+            expand_distance=model.expand_distance,
+            attention_downsample=model.attention_downsample,
+            expanded=True,
+            progress=False,
+        )
+        == cache
+    )
     item = TripletDataset(subject, cache, [5], [4, 5, 6])[0]
     pose = SmplxPose.from_numpy({k: v[4:6] for k, v in subject.pose.to_numpy().items()})
-    camera = Camera(*(torch.from_numpy(a[4:6]) for a in (subject.camera.K, subject.camera.R, subject.camera.t)), (SIZE, SIZE))
+    camera = Camera(
+        *(torch.from_numpy(a[4:6]) for a in (subject.camera.K, subject.camera.R, subject.camera.t)), (SIZE, SIZE)
+    )
     full = model.prepare_inputs(anny_template, pose, camera, shape=torch.from_numpy(subject.shape)[None])
     torch.testing.assert_close(item["maps"]["uv"], full["uv"][1])
     torch.testing.assert_close(item["maps"]["uv_previous"], full["uv"][0])
@@ -175,7 +204,9 @@ def test_resume_continues_exactly(subject_dir, tmp_path):
     assert not stale.exists(), "--resume removes a half-written checkpoint"
     resumed.run()
     assert resumed.state["step"] == 4
-    assert resumed.state["last_losses"]["loss/total"] == pytest.approx(straight.state["last_losses"]["loss/total"], rel=1e-5)
+    assert resumed.state["last_losses"]["loss/total"] == pytest.approx(
+        straight.state["last_losses"]["loss/total"], rel=1e-5
+    )
     for a, b in zip(straight.ema.state_dict().values(), resumed.ema.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     generator = lambda t: t.accelerator.unwrap_model(t.parts["generator"]).state_dict()  # noqa: E731
@@ -187,8 +218,16 @@ def test_resume_continues_exactly(subject_dir, tmp_path):
 
 
 def test_run_writes_checkpoints_preview_metrics_and_card(trained):
-    for name in ("train_config.json", "preview.png", "metrics.json", "checkpoints/last/ema.safetensors",
-                 "checkpoints/best/trainer_state.json", "avatar/model.safetensors", "avatar/config.json", "avatar/README.md"):  # fmt: skip
+    for name in (
+        "train_config.json",
+        "preview.png",
+        "metrics.json",
+        "checkpoints/last/ema.safetensors",
+        "checkpoints/best/trainer_state.json",
+        "avatar/model.safetensors",
+        "avatar/config.json",
+        "avatar/README.md",
+    ):
         assert (trained / name).is_file(), name
     assert any((trained / "logs").rglob("events.out.tfevents.*"))
     metrics = json.loads((trained / "metrics.json").read_text())
@@ -197,7 +236,9 @@ def test_run_writes_checkpoints_preview_metrics_and_card(trained):
     card = (trained / "avatar" / "README.md").read_text()
     assert "library_name: ram-avatar" in card and "consent" in card.lower() and "deep-fake" in card
     held = metrics["held_out"]
-    assert f"| PSNR (dB, higher is better) | {held['psnr']:.4g} | {held['psnr_masked']:.4g} |" in card and "rt-256" in card
+    assert (
+        f"| PSNR (dB, higher is better) | {held['psnr']:.4g} | {held['psnr_masked']:.4g} |" in card and "rt-256" in card
+    )
     assert not list((trained / "avatar").glob("*.bin")) and not list((trained / "avatar").glob("*.pt*"))
     preview = iio.imread(trained / "avatar" / "preview.png")  # held-out frames: GT | avatar, on white
     assert preview.shape == (SIZE, 2 * 3 * SIZE, 3) and (preview[0, 0] == 255).all()
@@ -280,9 +321,26 @@ def test_cli_train_runs_and_reports(subject_dir, tmp_path, capsys):
     from ram_avatar.training.train_avatar import main
 
     out = tmp_path / "cli"
-    args = [str(subject_dir), str(out), "--steps", "2", "--batch-size", "1", "--held-out-every", "4",
-            "--set", "perceptual=0", "--set", "hand_perceptual=0", "--set", "discriminator_channels=8",
-            "--model", f"widths={json.dumps(TINY['widths'])}", "--model", "texture_size=32"]  # fmt: skip
+    args = [
+        str(subject_dir),
+        str(out),
+        "--steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--held-out-every",
+        "4",
+        "--set",
+        "perceptual=0",
+        "--set",
+        "hand_perceptual=0",
+        "--set",
+        "discriminator_channels=8",
+        "--model",
+        f"widths={json.dumps(TINY['widths'])}",
+        "--model",
+        "texture_size=32",
+    ]
     assert main(args) == 0
     assert "held-out: psnr" in capsys.readouterr().out
     assert json.loads((out / "metrics.json").read_text())["steps"] == 2
@@ -343,7 +401,9 @@ def test_avatar_matches_the_ground_truth_on_any_background(anny_template, tmp_pa
     subject = synthetic_subject(anny_template)
     subject.frames = (subject.frames * 0.2).astype(np.uint8)  # dark clothes
     folder = write_subject(tmp_path / "dark", subject)
-    trainer = Trainer(folder, tmp_path / "run", config(steps=30, model_overrides={**TINY, "colour_skip": True}), progress=False)
+    trainer = Trainer(
+        folder, tmp_path / "run", config(steps=30, model_overrides={**TINY, "colour_skip": True}), progress=False
+    )
     trainer.run()
     for background in (0.0, 0.5, 1.0):
         pred, gt, mask = render_frames(trainer.ema, trainer.held_out_set, torch.device("cpu"), background)

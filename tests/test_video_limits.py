@@ -42,8 +42,11 @@ def no_decoding(monkeypatch):
 def test_frame_size_is_checked_before_decoding(tmp_path, monkeypatch, no_decoding):
     path = clip(tmp_path / "wide.mp4")
     monkeypatch.setenv("RAM_AVATAR_LIMIT_VIDEO_PIXELS", str(48 * 64 - 1))
-    with pytest.raises(LimitError, match=r"^wide.mp4 \(frame size\): pixels in one video frame is 3072, but must be "
-                                         r"at most 3071\. .*RAM_AVATAR_LIMIT_VIDEO_PIXELS"):  # fmt: skip
+    with pytest.raises(
+        LimitError,
+        match=r"^wide.mp4 \(frame size\): pixels in one video frame is 3072, but must be "
+        r"at most 3071\. .*RAM_AVATAR_LIMIT_VIDEO_PIXELS",
+    ):
         probe_video(path)
 
 

@@ -21,8 +21,8 @@ from ram_avatar import weights
 from ram_avatar.weights import (
     WEIGHTS,
     UnsafePickleError,
-    WeightSpec,
     WeightsHashMismatch,
+    WeightSpec,
     WeightsUnavailable,
 )
 
@@ -96,8 +96,14 @@ def cache(tmp_path, monkeypatch):
 
 def _fake_checkpoint(folder, monkeypatch) -> tuple[WeightSpec, dict]:
     """A small flax-style pickle of numpy arrays, served through $RAM_AVATAR_WEIGHTS_DIR."""
-    tree = {"Net_0": {"Conv_0": {"kernel": np.arange(24, dtype=np.float32).reshape(2, 2, 2, 3),
-                                 "bias": np.ones(3, dtype=np.float32)}}}
+    tree = {
+        "Net_0": {
+            "Conv_0": {
+                "kernel": np.arange(24, dtype=np.float32).reshape(2, 2, 2, 3),
+                "bias": np.ones(3, dtype=np.float32),
+            }
+        }
+    }
     data = pickle.dumps(tree, protocol=3)
     (folder / "fake.ckpt").write_bytes(data)
     monkeypatch.setenv("RAM_AVATAR_WEIGHTS_DIR", str(folder))

@@ -26,13 +26,26 @@ EXAMPLE = ROOT / "examples" / "avatars" / "dancer-rt256"
 # Two models as the Hub's /api/models lists them (its default fields).
 MODELS = [
     {
-        "_id": "1", "id": "alice/dancer", "modelId": "alice/dancer", "likes": 3, "downloads": 120, "private": False,
-        "tags": ["ram-avatar", "avatar", "license:other"], "library_name": "ram-avatar",
+        "_id": "1",
+        "id": "alice/dancer",
+        "modelId": "alice/dancer",
+        "likes": 3,
+        "downloads": 120,
+        "private": False,
+        "tags": ["ram-avatar", "avatar", "license:other"],
+        "library_name": "ram-avatar",
         "createdAt": "2025-01-02T03:04:05.000Z",
     },
     {
-        "_id": "2", "id": "bob/runner", "modelId": "bob/runner", "likes": 0, "downloads": 7, "private": False,
-        "tags": ["ram-avatar", "avatar"], "library_name": "ram-avatar", "createdAt": "2025-02-03T04:05:06.000Z",
+        "_id": "2",
+        "id": "bob/runner",
+        "modelId": "bob/runner",
+        "likes": 0,
+        "downloads": 7,
+        "private": False,
+        "tags": ["ram-avatar", "avatar"],
+        "library_name": "ram-avatar",
+        "createdAt": "2025-02-03T04:05:06.000Z",
     },
 ]
 

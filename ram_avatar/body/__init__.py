@@ -51,6 +51,15 @@ def _load_template(name: str, device: str, model_path: str | None) -> BodyTempla
 
 
 __all__ = [
-    "BodyOutput", "BodyTemplate", "JOINT_NAMES", "NUM_JOINTS", "PARENTS", "SmplxPose",
-    "TEMPLATES", "expand_mesh", "face_normals", "load_template", "vertex_normals",
-]  # fmt: skip
+    "BodyOutput",
+    "BodyTemplate",
+    "JOINT_NAMES",
+    "NUM_JOINTS",
+    "PARENTS",
+    "SmplxPose",
+    "TEMPLATES",
+    "expand_mesh",
+    "face_normals",
+    "load_template",
+    "vertex_normals",
+]

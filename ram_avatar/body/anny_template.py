@@ -43,7 +43,7 @@ from ram_avatar.body.template import BodyTemplate
 # forward (+Z) is Anny's -Y.  v_anny = A @ v_smplx.
 A = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
-_FINGERS = {"thumb": "finger1", "index": "finger2", "middle": "finger3", "ring": "finger4", "pinky": "finger5"}  # fmt: skip
+_FINGERS = {"thumb": "finger1", "index": "finger2", "middle": "finger3", "ring": "finger4", "pinky": "finger5"}
 
 
 def _bone_to_joint() -> dict[str, str]:
@@ -109,15 +109,27 @@ _DEPTH_LEVELS = _depth_levels()
 
 def _joint_to_bone() -> dict[str, str]:
     """SMPL-X joint -> the Anny bone whose head is that joint's position (jaw: see module)."""
-    table = {"pelvis": "root", "spine1": "spine04", "spine2": "spine03", "spine3": "spine02",
-             "neck": "neck01", "head": "head", "left_eye": "eye.L", "right_eye": "eye.R"}  # fmt: skip
+    table = {
+        "pelvis": "root",
+        "spine1": "spine04",
+        "spine2": "spine03",
+        "spine3": "spine02",
+        "neck": "neck01",
+        "head": "head",
+        "left_eye": "eye.L",
+        "right_eye": "eye.R",
+    }
     for side, s in (("left", "L"), ("right", "R")):
         table |= {
-            f"{side}_hip": f"upperleg01.{s}", f"{side}_knee": f"lowerleg01.{s}",
-            f"{side}_ankle": f"foot.{s}", f"{side}_foot": f"toe3-1.{s}",
-            f"{side}_collar": f"clavicle.{s}", f"{side}_shoulder": f"upperarm01.{s}",
-            f"{side}_elbow": f"lowerarm01.{s}", f"{side}_wrist": f"wrist.{s}",
-        }  # fmt: skip
+            f"{side}_hip": f"upperleg01.{s}",
+            f"{side}_knee": f"lowerleg01.{s}",
+            f"{side}_ankle": f"foot.{s}",
+            f"{side}_foot": f"toe3-1.{s}",
+            f"{side}_collar": f"clavicle.{s}",
+            f"{side}_shoulder": f"upperarm01.{s}",
+            f"{side}_elbow": f"lowerarm01.{s}",
+            f"{side}_wrist": f"wrist.{s}",
+        }
         for finger, bone in _FINGERS.items():
             for k in range(1, 4):
                 table[f"{side}_{finger}{k}"] = f"{bone}-{k}.{s}"
@@ -252,9 +264,7 @@ class AnnyTemplate(BodyTemplate):
             self._calibrate_jaw(rest["vertices"][0], rest["bone_poses"][0, labels.index("head")])
             self.register_buffer("faces", model.faces.long().clone(), persistent=False)
             self.register_buffer("uvs", model.texture_coordinates.float().clone(), persistent=False)
-            self.register_buffer(
-                "uv_faces", model.face_texture_coordinate_indices.long().clone(), persistent=False
-            )
+            self.register_buffer("uv_faces", model.face_texture_coordinate_indices.long().clone(), persistent=False)
             t_posed = self.pose_vertices(SmplxPose.zeros(1), None, None)[0][0]
             self.register_buffer("canonical", self.normalise_canonical(t_posed), persistent=False)
 
@@ -388,7 +398,11 @@ class AnnyTemplate(BodyTemplate):
 
         model = self.model
         cacheable = vertex_ids is None and not torch.is_grad_enabled()
-        key = (shape.device, shape.dtype, tuple(shape.shape), shape.detach().cpu().numpy().tobytes()) if cacheable else None
+        key = (
+            (shape.device, shape.dtype, tuple(shape.shape), shape.detach().cpu().numpy().tobytes())
+            if cacheable
+            else None
+        )
         cached = getattr(self, "_rest_cache", None)
         if key is not None and cached is not None and cached[0] == key:
             return cached[1]
@@ -407,9 +421,16 @@ class AnnyTemplate(BodyTemplate):
             "U": U,
             "to_reference": to_reference,
             "offsets": (to_reference[:, parent] @ (h - h[:, parent])[..., None])[..., 0],  # root: 0
-            "points": skinning.apply_linear_blendshape(model.template_vertices[ids], model.blendshapes[:, ids], neutral),
+            "points": skinning.apply_linear_blendshape(
+                model.template_vertices[ids], model.blendshapes[:, ids], neutral
+            ),
         }
-        if key is not None and geometry.COMPILED_CPU_POSING and shape.device.type == "cpu" and self.A.dtype == torch.float32:
+        if (
+            key is not None
+            and geometry.COMPILED_CPU_POSING
+            and shape.device.type == "cpu"
+            and self.A.dtype == torch.float32
+        ):
             # Sparse, for the compiled skinning loop: each vertex's (V, 9) bones and weights.
             rest["indices"], rest["bone_weights"] = model.vertex_bone_indices.long(), model.vertex_bone_weights
         else:
@@ -487,7 +508,9 @@ class AnnyTemplate(BodyTemplate):
         if "indices" in rest:  # all vertices, no gradient, CPU: the compiled loop
             from ram_avatar.body.cpu_posing import skin_cpu
 
-            vertices = skin_cpu(points.expand(len(transforms), -1, -1), transforms, rest["indices"], rest["bone_weights"])
+            vertices = skin_cpu(
+                points.expand(len(transforms), -1, -1), transforms, rest["indices"], rest["bone_weights"]
+            )
         else:
             blend = torch.einsum("mj,bjk->bmk", rest["weights"], transforms.flatten(-2)).unflatten(-1, (3, 4))
             vertices = torch.einsum("bmij,bmj->bmi", blend[..., :3], points) + blend[..., 3]

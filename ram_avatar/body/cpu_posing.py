@@ -50,11 +50,15 @@ def _vertex_normals(vertices, faces, out):  # noqa: ANN001
             n[p, 2] /= length
 
 
-def skin_cpu(points: torch.Tensor, transforms: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def skin_cpu(
+    points: torch.Tensor, transforms: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     """Linear blend skinning: ``points`` (B, V, 3) float32 moved by the bone ``transforms`` (B, J,
     3, 4), each vertex by its K bones ``indices`` (V, K) with ``weights`` (V, K): (B, V, 3)."""
     out = np.empty(points.shape, dtype=np.float32)
-    _skin(points.float().numpy(), transforms.float().contiguous().numpy(), indices.numpy(), weights.float().numpy(), out)
+    _skin(
+        points.float().numpy(), transforms.float().contiguous().numpy(), indices.numpy(), weights.float().numpy(), out
+    )
     return torch.from_numpy(out)
 
 

@@ -38,9 +38,7 @@ def vertex_faces(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
     return table
 
 
-def vertex_normals(
-    vertices: torch.Tensor, faces: torch.Tensor, adjacency: torch.Tensor | None = None
-) -> torch.Tensor:
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor, adjacency: torch.Tensor | None = None) -> torch.Tensor:
     """Unit vertex normals: the area-weighted mean of the adjacent face normals.
 
     Args:
@@ -53,8 +51,11 @@ def vertex_normals(
         computed by a compiled loop (``cpu_posing``; same values to float rounding).
     """
     B, V = vertices.shape[:2]
-    if COMPILED_CPU_POSING and vertices.device.type == "cpu" and vertices.dtype == torch.float32 and not (
-        torch.is_grad_enabled() and vertices.requires_grad
+    if (
+        COMPILED_CPU_POSING
+        and vertices.device.type == "cpu"
+        and vertices.dtype == torch.float32
+        and not (torch.is_grad_enabled() and vertices.requires_grad)
     ):
         from ram_avatar.body.cpu_posing import vertex_normals_cpu  # numba: imported only when used
 

@@ -26,25 +26,122 @@ import numpy as np
 import torch
 
 JOINT_NAMES: tuple[str, ...] = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck",
-    "left_collar", "right_collar", "head", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "jaw", "left_eye", "right_eye",
-    "left_index1", "left_index2", "left_index3", "left_middle1", "left_middle2",
-    "left_middle3", "left_pinky1", "left_pinky2", "left_pinky3", "left_ring1", "left_ring2",
-    "left_ring3", "left_thumb1", "left_thumb2", "left_thumb3",
-    "right_index1", "right_index2", "right_index3", "right_middle1", "right_middle2",
-    "right_middle3", "right_pinky1", "right_pinky2", "right_pinky3", "right_ring1",
-    "right_ring2", "right_ring3", "right_thumb1", "right_thumb2", "right_thumb3",
-)  # fmt: skip
+    "pelvis",
+    "left_hip",
+    "right_hip",
+    "spine1",
+    "left_knee",
+    "right_knee",
+    "spine2",
+    "left_ankle",
+    "right_ankle",
+    "spine3",
+    "left_foot",
+    "right_foot",
+    "neck",
+    "left_collar",
+    "right_collar",
+    "head",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "jaw",
+    "left_eye",
+    "right_eye",
+    "left_index1",
+    "left_index2",
+    "left_index3",
+    "left_middle1",
+    "left_middle2",
+    "left_middle3",
+    "left_pinky1",
+    "left_pinky2",
+    "left_pinky3",
+    "left_ring1",
+    "left_ring2",
+    "left_ring3",
+    "left_thumb1",
+    "left_thumb2",
+    "left_thumb3",
+    "right_index1",
+    "right_index2",
+    "right_index3",
+    "right_middle1",
+    "right_middle2",
+    "right_middle3",
+    "right_pinky1",
+    "right_pinky2",
+    "right_pinky3",
+    "right_ring1",
+    "right_ring2",
+    "right_ring3",
+    "right_thumb1",
+    "right_thumb2",
+    "right_thumb3",
+)
 NUM_JOINTS = len(JOINT_NAMES)  # 55
 
 # SMPL-X kinematic tree: parent of each joint (-1 for the root).
 PARENTS: tuple[int, ...] = (
-    -1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 15, 15, 15,
-    20, 25, 26, 20, 28, 29, 20, 31, 32, 20, 34, 35, 20, 37, 38,
-    21, 40, 41, 21, 43, 44, 21, 46, 47, 21, 49, 50, 21, 52, 53,
-)  # fmt: skip
+    -1,
+    0,
+    0,
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    9,
+    9,
+    12,
+    13,
+    14,
+    16,
+    17,
+    18,
+    19,
+    15,
+    15,
+    15,
+    20,
+    25,
+    26,
+    20,
+    28,
+    29,
+    20,
+    31,
+    32,
+    20,
+    34,
+    35,
+    20,
+    37,
+    38,
+    21,
+    40,
+    41,
+    21,
+    43,
+    44,
+    21,
+    46,
+    47,
+    21,
+    49,
+    50,
+    21,
+    52,
+    53,
+)
 
 # Parameter name -> (first joint index, number of joints) in the 55-joint layout.
 POSE_PARTS: dict[str, tuple[int, int]] = {
@@ -77,10 +174,7 @@ class SmplxPose:
             value = getattr(self, name)
             expected = (batch, 3) if count == 1 else (batch, count, 3)
             if tuple(value.shape) != expected:
-                raise ValueError(
-                    f"SmplxPose.{name} must have shape {expected} (B={batch}), "
-                    f"got {tuple(value.shape)}"
-                )
+                raise ValueError(f"SmplxPose.{name} must have shape {expected} (B={batch}), got {tuple(value.shape)}")
 
     @property
     def batch_size(self) -> int:
@@ -92,7 +186,7 @@ class SmplxPose:
         batch_size: int = 1,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
-    ) -> "SmplxPose":
+    ) -> SmplxPose:
         """The rest (T-)pose at the origin."""
         return cls.from_full(
             torch.zeros(batch_size, NUM_JOINTS, 3, device=device, dtype=dtype),
@@ -100,7 +194,7 @@ class SmplxPose:
         )
 
     @classmethod
-    def from_full(cls, full_pose: torch.Tensor, transl: torch.Tensor) -> "SmplxPose":
+    def from_full(cls, full_pose: torch.Tensor, transl: torch.Tensor) -> SmplxPose:
         """From all 55 joint rotations (B, 55, 3) and a translation (B, 3)."""
         if full_pose.dim() != 3 or full_pose.shape[1:] != (NUM_JOINTS, 3):
             raise ValueError(f"full_pose must be (B, {NUM_JOINTS}, 3), got {tuple(full_pose.shape)}")
@@ -118,10 +212,10 @@ class SmplxPose:
             parts.append(value[:, None] if count == 1 else value)
         return torch.cat(parts, dim=1)
 
-    def to(self, *args, **kwargs) -> "SmplxPose":
+    def to(self, *args, **kwargs) -> SmplxPose:
         return SmplxPose(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
 
-    def __getitem__(self, index) -> "SmplxPose":
+    def __getitem__(self, index) -> SmplxPose:
         """Select frames, e.g. ``pose[3:5]`` or ``pose[[0, 2]]``; keeps the batch dimension."""
         if isinstance(index, int):
             index = slice(index, index + 1 if index != -1 else None)
@@ -129,10 +223,7 @@ class SmplxPose:
 
     def to_numpy(self) -> dict[str, np.ndarray]:
         """Plain float32 arrays keyed by parameter name (what the dataset files store)."""
-        return {
-            f.name: getattr(self, f.name).detach().cpu().numpy().astype(np.float32)
-            for f in fields(self)
-        }
+        return {f.name: getattr(self, f.name).detach().cpu().numpy().astype(np.float32) for f in fields(self)}
 
     @classmethod
     def from_numpy(
@@ -140,15 +231,10 @@ class SmplxPose:
         arrays: dict[str, np.ndarray],
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
-    ) -> "SmplxPose":
+    ) -> SmplxPose:
         """Inverse of :meth:`to_numpy`; a missing key or a wrong shape raises ``ValueError``."""
         names = [f.name for f in fields(cls)]
         missing = [name for name in names if name not in arrays]
         if missing:
             raise ValueError(f"SMPL-X pose arrays are missing {missing}; expected keys {names}")
-        return cls(
-            **{
-                name: torch.as_tensor(np.asarray(arrays[name]), dtype=dtype, device=device)
-                for name in names
-            }
-        )
+        return cls(**{name: torch.as_tensor(np.asarray(arrays[name]), dtype=dtype, device=device) for name in names})

@@ -131,9 +131,7 @@ def read_model_arrays(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _check_shapes(
-    path: Path, arrays: dict[str, np.ndarray], specs: dict[str, tuple[int | str, ...]]
-) -> None:
+def _check_shapes(path: Path, arrays: dict[str, np.ndarray], specs: dict[str, tuple[int | str, ...]]) -> None:
     sizes: dict[str, int] = {}
     for key, spec in specs.items():
         array = arrays[key]
@@ -144,9 +142,7 @@ def _check_shapes(
             want = sizes.setdefault(want, size) if isinstance(want, str) else want
             ok = ok and size == want
         if not ok:
-            raise InvalidBodyModelError(
-                f"{path}: {key!r} has shape {array.shape}, expected {spec} with sizes {sizes}"
-            )
+            raise InvalidBodyModelError(f"{path}: {key!r} has shape {array.shape}, expected {spec} with sizes {sizes}")
     if sizes["K"] < MIN_COMPONENTS:
         raise InvalidBodyModelError(
             f"{path}: 'shapedirs' has {sizes['K']} components, expected at least "
@@ -182,9 +178,7 @@ def read_uv_obj(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             elif tag == "f":
                 corners = [value.split("/") for value in values]
                 if len(corners) != 3 or any(len(c) < 2 or not c[1] for c in corners):
-                    raise InvalidBodyModelError(
-                        f"{path}:{number}: expected a triangle with UVs (f v/vt v/vt v/vt)"
-                    )
+                    raise InvalidBodyModelError(f"{path}:{number}: expected a triangle with UVs (f v/vt v/vt v/vt)")
                 faces.append([int(c[0]) - 1 for c in corners])
                 uv_faces.append([int(c[1]) - 1 for c in corners])
     return (
@@ -203,7 +197,7 @@ def load_uvs(npz_path: Path, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray,
         if not obj_path.is_file():
             raise BodyModelNotFoundError(
                 f"The avatar needs UV coordinates, but {npz_path} has no 'vt' / 'ft' arrays and "
-                f"there is no {UV_OBJ} next to it. Download \"SMPL-X UV\" from the SMPL-X "
+                f'there is no {UV_OBJ} next to it. Download "SMPL-X UV" from the SMPL-X '
                 f"download page ({DOWNLOAD_URL}, same registration) and put {UV_OBJ} in "
                 f"{npz_path.parent}."
             )
@@ -220,23 +214,29 @@ def load_uvs(npz_path: Path, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray,
     return np.clip(uvs, 0, 1).astype(np.float32), uv_faces.astype(np.int64)
 
 
-def build_smplx(
-    arrays: dict[str, np.ndarray], gender: str, num_betas: int, num_expression_coeffs: int
-) -> smplx.SMPLX:
+def build_smplx(arrays: dict[str, np.ndarray], gender: str, num_betas: int, num_expression_coeffs: int) -> smplx.SMPLX:
     """``smplx.SMPLX`` over a pickle-free copy of checked arrays, holding no pose state.
 
     ``flat_hand_mean=True``: the layout's zero hand pose is the flat hand.
     """
     clean = {
-        key: arrays[key].astype(np.float32) if arrays[key].dtype.kind == "f" else arrays[key]
-        for key in REQUIRED_ARRAYS
+        key: arrays[key].astype(np.float32) if arrays[key].dtype.kind == "f" else arrays[key] for key in REQUIRED_ARRAYS
     }
     no_state = dict.fromkeys(
-        ("create_betas", "create_expression", "create_global_orient", "create_body_pose",
-         "create_left_hand_pose", "create_right_hand_pose", "create_jaw_pose",
-         "create_leye_pose", "create_reye_pose", "create_transl"),
+        (
+            "create_betas",
+            "create_expression",
+            "create_global_orient",
+            "create_body_pose",
+            "create_left_hand_pose",
+            "create_right_hand_pose",
+            "create_jaw_pose",
+            "create_leye_pose",
+            "create_reye_pose",
+            "create_transl",
+        ),
         False,
-    )  # fmt: skip
+    )
     with tempfile.TemporaryDirectory(prefix="ram_avatar_smplx_") as folder:
         path = Path(folder) / f"SMPLX_{gender.upper()}.npz"
         np.savez(path, **clean)
@@ -317,14 +317,10 @@ class SmplxTemplate(BodyTemplate):
     def default_shape(self, batch_size: int = 1) -> torch.Tensor:
         return self.canonical.new_zeros(batch_size, self.shape_dim)
 
-    def _per_frame(
-        self, coeffs: torch.Tensor | None, batch: int, dim: int, what: str
-    ) -> torch.Tensor:
+    def _per_frame(self, coeffs: torch.Tensor | None, batch: int, dim: int, what: str) -> torch.Tensor:
         """(B or 1, dim) coefficients, None = zeros, as (B, dim) in the template's dtype/device."""
         if coeffs is None:
             return self.canonical.new_zeros(batch, dim)
         if coeffs.dim() != 2 or coeffs.shape[0] not in (1, batch) or coeffs.shape[1] != dim:
-            raise ValueError(
-                f"{what} must be (B or 1, {dim}) with B={batch}, got {tuple(coeffs.shape)}"
-            )
+            raise ValueError(f"{what} must be (B or 1, {dim}) with B={batch}, got {tuple(coeffs.shape)}")
         return coeffs.to(self.canonical).expand(batch, dim)

@@ -7,12 +7,26 @@ frame by frame, with :class:`SubjectDataset`. Every format problem raises
 
 from ram_avatar.data.format import FORMAT_NAME, FORMAT_VERSION, SubjectFormatError
 from ram_avatar.data.subject import (
-    CameraTrack, ImageSequence, SubjectData, SubjectDataset, TemplateInfo, load_subject,
-    validate_subject, write_subject,
-)  # fmt: skip
+    CameraTrack,
+    ImageSequence,
+    SubjectData,
+    SubjectDataset,
+    TemplateInfo,
+    load_subject,
+    validate_subject,
+    write_subject,
+)
 
 __all__ = [
-    "CameraTrack", "FORMAT_NAME", "FORMAT_VERSION", "ImageSequence", "SubjectData",
-    "SubjectDataset", "SubjectFormatError", "TemplateInfo", "load_subject", "validate_subject",
+    "CameraTrack",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "ImageSequence",
+    "SubjectData",
+    "SubjectDataset",
+    "SubjectFormatError",
+    "TemplateInfo",
+    "load_subject",
+    "validate_subject",
     "write_subject",
-]  # fmt: skip
+]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -159,8 +160,7 @@ def check_meta(meta: Any, where: str) -> None:
     version = meta.get("version")
     if not _is_int(version) or version < 1:
         raise SubjectFormatError(
-            f"{where}: unknown format version {_short(version)}, expected an integer "
-            f"from 1 to {FORMAT_VERSION}"
+            f"{where}: unknown format version {_short(version)}, expected an integer from 1 to {FORMAT_VERSION}"
         )
     if version > FORMAT_VERSION:
         raise SubjectFormatError(
@@ -199,9 +199,7 @@ def check_arrays(
         if key not in arrays:
             if key in OPTIONAL_ARRAYS:
                 continue
-            raise SubjectFormatError(
-                f"{where}: missing key {key!r} (expected keys: {', '.join(spec)})"
-            )
+            raise SubjectFormatError(f"{where}: missing key {key!r} (expected keys: {', '.join(spec)})")
         value = arrays[key]
         if value.dtype != np.float32:
             raise SubjectFormatError(f"{where}: {key} has dtype {value.dtype}, expected float32")
@@ -212,8 +210,7 @@ def check_arrays(
         )
         if not matches:
             raise SubjectFormatError(
-                f"{where}: {key} has shape {tuple(value.shape)}, "
-                f"expected {_format_dims(dims, sizes)}"
+                f"{where}: {key} has shape {tuple(value.shape)}, expected {_format_dims(dims, sizes)}"
             )
         sizes.update(bound)
         bad = ~np.isfinite(value)
@@ -261,9 +258,7 @@ def _check_camera(where: str, camera: dict[str, np.ndarray]) -> None:
         )
 
 
-def _check_keypoints(
-    where: str, keypoints: dict[str, np.ndarray], meta: dict, meta_where: str
-) -> None:
+def _check_keypoints(where: str, keypoints: dict[str, np.ndarray], meta: dict, meta_where: str) -> None:
     for key in DETECTIONS:
         confidence = keypoints[key][..., 2]
         bad = (confidence < 0) | (confidence > 1)
@@ -274,7 +269,7 @@ def _check_keypoints(
                 f"{confidence[frame, point]:g} at frame {frame}, point {point}"
             )
     # Layout names end in their point count ("mediapipe-pose-33"); hold the arrays to it.
-    for part, size in LAYOUT_SIZES.items():
+    for part in LAYOUT_SIZES:
         name = meta["keypoints"][part]
         count = re.fullmatch(r".*-(\d+)", name)
         key = "left_hand" if part == "hand" else part

@@ -23,10 +23,21 @@ from ram_avatar import __version__
 from ram_avatar.atomic import staged_folder
 from ram_avatar.body.layout import SmplxPose
 from ram_avatar.data.format import (
-    CAMERA_ARRAYS, CAMERA_FILE, FORMAT_NAME, FORMAT_VERSION, FRAMES_DIR, KEYPOINT_ARRAYS,
-    KEYPOINTS_FILE, MASKS_DIR, META_FILE, SMPLX_FILE, SubjectFormatError, check_meta,
-    check_subject_arrays, frame_file,
-)  # fmt: skip
+    CAMERA_ARRAYS,
+    CAMERA_FILE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    FRAMES_DIR,
+    KEYPOINT_ARRAYS,
+    KEYPOINTS_FILE,
+    MASKS_DIR,
+    META_FILE,
+    SMPLX_FILE,
+    SubjectFormatError,
+    check_meta,
+    check_subject_arrays,
+    frame_file,
+)
 
 
 @dataclass
@@ -188,9 +199,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def _load(root: Path, decode: bool) -> SubjectData:
     meta = _read_meta(root)
-    smplx, camera, keypoints = (
-        _read_npz(root / name) for name in (SMPLX_FILE, CAMERA_FILE, KEYPOINTS_FILE)
-    )
+    smplx, camera, keypoints = (_read_npz(root / name) for name in (SMPLX_FILE, CAMERA_FILE, KEYPOINTS_FILE))
     check_subject_arrays(root, meta, smplx, camera, keypoints)
     count, (height, width) = meta["num_frames"], meta["image_size"]
     template = meta["body_template"]
@@ -387,9 +396,7 @@ class SubjectDataset(torch.utils.data.Dataset):
         self._params = {
             "pose": _tensors(self.subject.pose.to_numpy()),
             "expression": torch.from_numpy(np.asarray(self.subject.expression, np.float32)),
-            "camera": _tensors(
-                {"K": camera.K, "R": camera.R, "t": camera.t, "crop_box": camera.crop_boxes}
-            ),
+            "camera": _tensors({"K": camera.K, "R": camera.R, "t": camera.t, "crop_box": camera.crop_boxes}),
             "keypoints": _tensors(self.subject.keypoints),
         }
         self._shape = torch.from_numpy(np.asarray(self.subject.shape, np.float32))

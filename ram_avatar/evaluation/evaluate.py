@@ -72,14 +72,20 @@ def find_network(avatar: str | os.PathLike) -> tuple[Path, Path | None]:
     folder (config.json), a training OUT_DIR (its ``avatar/``) or a whole-avatar folder (avatar.json)."""
     folder = Path(avatar)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder: pass a trained avatar (ram-avatar train's OUT_DIR/avatar or a saved avatar folder)")
+        raise FileNotFoundError(
+            f"{folder} is not a folder: pass a trained avatar (ram-avatar train's OUT_DIR/avatar or a saved avatar "
+            "folder)"
+        )
     if (folder / "avatar.json").is_file():
         return folder / "avatar", folder
     if (folder / "config.json").is_file():
         return folder, None
     if (folder / "avatar" / "config.json").is_file():
         return folder / "avatar", None
-    raise FileNotFoundError(f"{folder} holds no trained avatar (no config.json, avatar/config.json or avatar.json); train one with `ram-avatar train`")
+    raise FileNotFoundError(
+        f"{folder} holds no trained avatar (no config.json, avatar/config.json or avatar.json); train one with "
+        "`ram-avatar train`"
+    )
 
 
 def load_network(folder: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -87,7 +93,9 @@ def load_network(folder: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     (:func:`ram_avatar.pipelines.format.network_class`), and its metrics.json."""
     from ram_avatar.pipelines.format import network_class
 
-    info = json.loads((folder / "metrics.json").read_text(encoding="utf-8")) if (folder / "metrics.json").is_file() else {}
+    info = (
+        json.loads((folder / "metrics.json").read_text(encoding="utf-8")) if (folder / "metrics.json").is_file() else {}
+    )
     return network_class(folder).from_pretrained(str(folder)).eval(), info
 
 
@@ -98,17 +106,27 @@ def held_out_split(subject, every_k: int | None, info: dict[str, Any]) -> tuple[
     trained = info.get("held_out_frames")
     k = every_k or (trained[0] + 1 if trained else 10)
     if trained and every_k and every_k != trained[0] + 1:
-        print(f"warning: the avatar was trained holding out every {trained[0] + 1}th frame; with --every-k {every_k} "
-              "some evaluated frames were seen in training")  # fmt: skip
+        print(
+            f"warning: the avatar was trained holding out every {trained[0] + 1}th frame; with --every-k {every_k} "
+            "some evaluated frames were seen in training"
+        )
     held_out = SubjectDataset(subject).split(k)[1]  # the trainer's rule (images are not decoded here)
     if not held_out:
-        raise ValueError(f"the subject has {subject.num_frames} frames: none is held out with every_k={k}; pass a smaller --every-k")
+        raise ValueError(
+            f"the subject has {subject.num_frames} frames: none is held out with every_k={k}; pass a smaller --every-k"
+        )
     return k, held_out
 
 
 def render_held_out(
-    model: torch.nn.Module, subject, template, frames: list[int], background: float,  # noqa: ANN001
-    device: torch.device, cache_dir: Path, progress: bool,
+    model: torch.nn.Module,
+    subject,
+    template,
+    frames: list[int],
+    background: float,  # noqa: ANN001
+    device: torch.device,
+    cache_dir: Path,
+    progress: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(pred, gt, mask) (T, 3|1, H, W) on the CPU for ``frames``: the trainer's input maps and its
     held-out renderer (``ram_avatar.training.held_out``), so the numbers match training's."""
@@ -132,7 +150,9 @@ def per_frame_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor |
     return values
 
 
-def mean_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None, fid_min_frames: int) -> dict[str, dict[str, Any]]:
+def mean_metrics(
+    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None, fid_min_frames: int
+) -> dict[str, dict[str, Any]]:
     """``metrics.evaluate`` of the sequence; FID only with at least ``fid_min_frames`` frames."""
     from ram_avatar import metrics
 
@@ -140,7 +160,8 @@ def mean_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None
     results = {name: r.to_dict() for name, r in metrics.evaluate(pred, gt, mask, names).items()}
     if "fid" not in results:
         results["fid"] = metrics.MetricResult(
-            None, f"FID needs at least {fid_min_frames} held-out frames to mean much, got {len(pred)} (--fid-min-frames)"
+            None,
+            f"FID needs at least {fid_min_frames} held-out frames to mean much, got {len(pred)} (--fid-min-frames)",
         ).to_dict()
     return {name: results[name] for name in MEAN_METRICS}
 
@@ -202,6 +223,7 @@ def plot_per_frame(path: Path, frames: list[int], per_frame: dict[str, list[floa
 
 def markdown_table(report: dict[str, Any]) -> str:
     """metrics.md: the mean metrics (and OOD numbers) as Markdown tables."""
+
     def cell(entry: dict[str, Any]) -> str:
         return f"{entry['value']:.4f}" if entry["value"] is not None else f"n/a ({entry['unavailable']})"
 
@@ -209,24 +231,45 @@ def markdown_table(report: dict[str, Any]) -> str:
     person = report.get("person_metrics", {})
     missing = {"value": None, "unavailable": "not computed"}
     lines = [
-        f"# Evaluation of `{report['avatar']}`", "",
-        (f"Subject `{report['subject']}`: {len(report['frames'])} held-out frames (every {report['every_k']}th), "
-         f"background {report['background']:g}. *Person only*: over the ground-truth person mask."), "",
-        f"| metric | {scope} | person only |", "|---|---|---|",
-        *[f"| {name} | {cell(entry)} | {cell(person.get(name, missing)) if name in person else '-'} |"
-          for name, entry in report["metrics"].items()],
-    ]  # fmt: skip
+        f"# Evaluation of `{report['avatar']}`",
+        "",
+        (
+            f"Subject `{report['subject']}`: {len(report['frames'])} held-out frames (every {report['every_k']}th), "
+            f"background {report['background']:g}. *Person only*: over the ground-truth person mask."
+        ),
+        "",
+        f"| metric | {scope} | person only |",
+        "|---|---|---|",
+        *[
+            f"| {name} | {cell(entry)} | {cell(person.get(name, missing)) if name in person else '-'} |"
+            for name, entry in report["metrics"].items()
+        ],
+    ]
     ood = report.get("ood")
     if ood:
-        lines += ["", f"## Out-of-distribution motion `{ood['motion']}` ({ood['frames']} frames, no ground truth)", "",
-                  "| measure | value |", "|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"## Out-of-distribution motion `{ood['motion']}` ({ood['frames']} frames, no ground truth)",
+            "",
+            "| measure | value |",
+            "|---|---|",
+        ]
         for key in ("ood_before", "ood_after", "frame_lpips", "pixel_change"):
             value = ood.get(key)
             lines.append(f"| {key} | {'n/a' if value is None else f'{value:.4f}'} |")
     return "\n".join(lines) + "\n"
 
 
-def evaluate_ood(avatar: Path, whole: Path | None, subject_dir: Path, motion: str, max_frames: int, strength: float, device: torch.device, progress: bool) -> tuple[dict[str, Any], np.ndarray]:
+def evaluate_ood(
+    avatar: Path,
+    whole: Path | None,
+    subject_dir: Path,
+    motion: str,
+    max_frames: int,
+    strength: float,
+    device: torch.device,
+    progress: bool,
+) -> tuple[dict[str, Any], np.ndarray]:
     """Drive the avatar with ``motion``: OOD scores (with MDA), temporal stability and the motion's
     frame rate (``fps``, that of the video), and the frames."""
     from ram_avatar.pipelines import RamAvatarPipeline
@@ -237,11 +280,15 @@ def evaluate_ood(avatar: Path, whole: Path | None, subject_dir: Path, motion: st
         pipe = RamAvatarPipeline.from_training(subject_dir, avatar, device=device)
     result = pipe(motion, mda_strength=strength, max_frames=max_frames, progress=progress)
     frames = torch.from_numpy(result.frames).permute(0, 3, 1, 2).float() / 255
-    report = {"motion": str(motion), "frames": int(result.num_frames), "fps": float(result.fps),
-              "mda_strength": strength if pipe.has_mda else None,
-              "ood_before": None if result.ood_before is None else float(np.mean(result.ood_before)),
-              "ood_after": None if result.ood_after is None else float(np.mean(result.ood_after)),
-              **temporal_stability(frames)}  # fmt: skip
+    report = {
+        "motion": str(motion),
+        "frames": int(result.num_frames),
+        "fps": float(result.fps),
+        "mda_strength": strength if pipe.has_mda else None,
+        "ood_before": None if result.ood_before is None else float(np.mean(result.ood_before)),
+        "ood_after": None if result.ood_after is None else float(np.mean(result.ood_after)),
+        **temporal_stability(frames),
+    }
     return report, result.frames
 
 
@@ -292,16 +339,26 @@ def evaluate_avatar(
     with staged_folder(out) as staging:
         (staging / "comparisons").mkdir()
         with tempfile.TemporaryDirectory(prefix="ram-avatar-eval-") as cache:
-            pred, gt, mask = render_held_out(model, subject, template, frames, background, device, Path(cache), progress)
+            pred, gt, mask = render_held_out(
+                model, subject, template, frames, background, device, Path(cache), progress
+            )
         metric_mask = mask if masked else None
         per_frame = per_frame_metrics(pred, gt, metric_mask)
         report = {
-            "avatar": str(avatar), "subject": str(subject_dir), "model": type(model).__name__, "every_k": k,
-            "frames": frames, "masked": masked, "background": background,
-            "metrics": mean_metrics(pred, gt, metric_mask, fid_min_frames), "per_frame": per_frame,
-        }  # fmt: skip
+            "avatar": str(avatar),
+            "subject": str(subject_dir),
+            "model": type(model).__name__,
+            "every_k": k,
+            "frames": frames,
+            "masked": masked,
+            "background": background,
+            "metrics": mean_metrics(pred, gt, metric_mask, fid_min_frames),
+            "per_frame": per_frame,
+        }
         # With --masked the main metrics already are the person-only ones: not computed twice.
-        person = {k: v for k, v in report["metrics"].items() if k != "fid"} if masked else person_metrics(pred, gt, mask)
+        person = (
+            {k: v for k, v in report["metrics"].items() if k != "fid"} if masked else person_metrics(pred, gt, mask)
+        )
         report["person_metrics"] = person
         import imageio.v3 as iio
 
@@ -313,7 +370,9 @@ def evaluate_avatar(
         plot_per_frame(staging / "per_frame.png", frames, per_frame, f"{Path(subject_dir).name}: held-out frames")
         ood = None
         if ood_motion is not None:
-            ood, rendered = evaluate_ood(network, whole, Path(subject_dir), str(ood_motion), ood_frames, mda_strength, device, progress)
+            ood, rendered = evaluate_ood(
+                network, whole, Path(subject_dir), str(ood_motion), ood_frames, mda_strength, device, progress
+            )
             write_video(staging / "ood.mp4", rendered, ood["fps"])  # the motion's own rate, as animate writes it
             report["ood"] = ood
         (staging / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

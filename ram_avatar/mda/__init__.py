@@ -22,20 +22,31 @@ from ram_avatar.lazy import lazy_exports
 # 0.89, 1 to 0.81), while the frames scoring up to 5.6 still come down to 4.3 at most.
 DEFAULT_STRENGTH = 0.5
 
-__getattr__ = lazy_exports(__name__, {
-    "align": "ram_avatar.mda.align",
-    "AlignResult": "ram_avatar.mda.align",
-    "mirror_pose": "ram_avatar.mda.augment",
-    "mirror_body_pose": "ram_avatar.mda.augment",
-    "load_decoder": "ram_avatar.mda.load",
-    "load_prior": "ram_avatar.mda.load",
-    "train_prior": "ram_avatar.mda.train",
-    "train_subject_decoder": "ram_avatar.mda.train",
-    "TrainResult": "ram_avatar.mda.train",
-})
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "align": "ram_avatar.mda.align",
+        "AlignResult": "ram_avatar.mda.align",
+        "mirror_pose": "ram_avatar.mda.augment",
+        "mirror_body_pose": "ram_avatar.mda.augment",
+        "load_decoder": "ram_avatar.mda.load",
+        "load_prior": "ram_avatar.mda.load",
+        "train_prior": "ram_avatar.mda.train",
+        "train_subject_decoder": "ram_avatar.mda.train",
+        "TrainResult": "ram_avatar.mda.train",
+    },
+)
 
 
 __all__ = [
-    "DEFAULT_STRENGTH", "AlignResult", "TrainResult", "align", "load_decoder", "load_prior", "mirror_body_pose",
-    "mirror_pose", "train_prior", "train_subject_decoder",
-]  # fmt: skip
+    "DEFAULT_STRENGTH",
+    "AlignResult",
+    "TrainResult",
+    "align",
+    "load_decoder",
+    "load_prior",
+    "mirror_body_pose",
+    "mirror_pose",
+    "train_prior",
+    "train_subject_decoder",
+]

@@ -37,7 +37,6 @@ from ram_avatar.models.pose_decoder import SubjectPoseDecoder, fingerprint
 from ram_avatar.models.pose_vae import PoseVAE
 from ram_avatar.rotations import angle_between_aa, matrix_to_aa, slerp_aa
 
-
 # OOD scores between which a frame's weight rises from 0 to ``strength`` (see the module docstring).
 OOD_RANGE = (4.0, 6.0)
 
@@ -63,7 +62,9 @@ def check_pair(prior: PoseVAE, decoder: SubjectPoseDecoder) -> None:
         )
 
 
-def frame_weights(ood: torch.Tensor, strength: float, ood_range: tuple[float, float] | None = OOD_RANGE) -> torch.Tensor:
+def frame_weights(
+    ood: torch.Tensor, strength: float, ood_range: tuple[float, float] | None = OOD_RANGE
+) -> torch.Tensor:
     """Per-frame MDA weights (T,) from OOD scores (T,): 0 up to ``ood_range[0]``, rising linearly
     to ``strength`` at ``ood_range[1]`` and beyond; ``strength`` everywhere when ``ood_range`` is None."""
     if ood_range is None:

@@ -18,10 +18,9 @@ from ram_avatar.body.layout import JOINT_NAMES, SmplxPose
 _SWAPPED = {"left": "right", "right": "left"}
 # For every joint of the 55-joint layout, the index of its mirror image (itself on the midline).
 MIRROR_INDEX: tuple[int, ...] = tuple(
-    JOINT_NAMES.index(_SWAPPED[name.split("_")[0]] + name[name.index("_"):])
-    if name.split("_")[0] in _SWAPPED else i
+    JOINT_NAMES.index(_SWAPPED[name.split("_")[0]] + name[name.index("_") :]) if name.split("_")[0] in _SWAPPED else i
     for i, name in enumerate(JOINT_NAMES)
-)  # fmt: skip
+)
 # The same for the 21 body joints (SMPL-X joints 1..21), indexed 0..20.
 BODY_MIRROR_INDEX: tuple[int, ...] = tuple(MIRROR_INDEX[j] - 1 for j in range(1, 22))
 

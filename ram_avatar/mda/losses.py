@@ -68,4 +68,6 @@ def body_joint_positions(matrices: torch.Tensor, rest_joints: torch.Tensor) -> t
 
 def position_loss(predicted: torch.Tensor, target: torch.Tensor, rest_joints: torch.Tensor) -> torch.Tensor:
     """Mean joint position error in metres of two body poses (B, 21, 3, 3) on one skeleton."""
-    return (body_joint_positions(predicted, rest_joints) - body_joint_positions(target, rest_joints)).norm(dim=-1).mean()
+    return (
+        (body_joint_positions(predicted, rest_joints) - body_joint_positions(target, rest_joints)).norm(dim=-1).mean()
+    )

@@ -74,7 +74,9 @@ def load_body_poses(sources: Sequence[MotionSource], fps: float | None) -> list[
 
         path = Path(source)
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist; pass motion files (BVH, AMASS / SMPL-X .npz) or folders of them")
+            raise FileNotFoundError(
+                f"{path} does not exist; pass motion files (BVH, AMASS / SMPL-X .npz) or folders of them"
+            )
         files = find_motion_files(path) if path.is_dir() else [path]
         if not files:
             raise FileNotFoundError(f"{path} holds no motion files (BVH, AMASS / SMPL-X .npz / .json)")
@@ -138,12 +140,20 @@ class PriorObjective(nn.Module):
     reaches from producing backward knees and elbows.
     """
 
-    def __init__(self, model: PoseVAE, kl_weight: float, limit_weight: float, position_weight: float,
-                 rest_joints: torch.Tensor | None):  # fmt: skip
+    def __init__(
+        self,
+        model: PoseVAE,
+        kl_weight: float,
+        limit_weight: float,
+        position_weight: float,
+        rest_joints: torch.Tensor | None,
+    ):
         super().__init__()
         self.model = model
         self.kl_weight, self.limit_weight, self.position_weight = kl_weight, limit_weight, position_weight
-        self.register_buffer("rest_joints", rest_joints if rest_joints is not None else torch.zeros(0), persistent=False)
+        self.register_buffer(
+            "rest_joints", rest_joints if rest_joints is not None else torch.zeros(0), persistent=False
+        )
 
     def forward(self, body_pose: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.model(body_pose, sample=True)
@@ -168,7 +178,9 @@ class DecoderObjective(nn.Module):
         super().__init__()
         self.model = model
         self.position_weight = position_weight
-        self.register_buffer("rest_joints", rest_joints if rest_joints is not None else torch.zeros(0), persistent=False)
+        self.register_buffer(
+            "rest_joints", rest_joints if rest_joints is not None else torch.zeros(0), persistent=False
+        )
 
     def forward(self, latent: torch.Tensor, former: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         predicted = self.model(latent, former)
@@ -206,7 +218,10 @@ def _resume_state(out_dir: Path, resume: bool) -> dict | None:
     remove_shared_partials(out_dir / CHECKPOINT)
     checkpoint = _find_checkpoint(out_dir)
     if checkpoint is not None and not resume:
-        raise FileExistsError(f"{out_dir} already holds a training checkpoint; pass --resume (resume=True) to continue it, or choose another output folder")
+        raise FileExistsError(
+            f"{out_dir} already holds a training checkpoint; pass --resume (resume=True) to continue it, or choose "
+            "another output folder"
+        )
     return None if checkpoint is None else json.loads((checkpoint / STATE_FILE).read_text())
 
 
@@ -248,8 +263,13 @@ def _loop(
     first tenth (at most 100 steps), then a cosine decay to ``FINAL_LR_RATIO`` of ``lr``."""
     warmup = min(100, max(steps // 10, 1))
     objective.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc,
-               disable=not (progress and accelerator.is_local_main_process))  # fmt: skip
+    bar = tqdm(
+        range(start, steps),
+        initial=start,
+        total=steps,
+        desc=desc,
+        disable=not (progress and accelerator.is_local_main_process),
+    )
     for step in bar:
         torch.manual_seed(seed + 1_000_003 * step + accelerator.process_index)
         for group in optimizer.param_groups:
@@ -341,8 +361,21 @@ def train_prior(
         return (jitter(poses, noise_degrees) if noise_degrees else poses,)
 
     state = {"kind": "prior", "model_kwargs": model_kwargs, "steps": steps}
-    _loop(accelerator, objective, optimizer, batch, start=start, steps=steps, lr=lr, seed=seed,
-          out_dir=out_dir, checkpoint_every=checkpoint_every, state=state, desc="pose prior", progress=progress)  # fmt: skip
+    _loop(
+        accelerator,
+        objective,
+        optimizer,
+        batch,
+        start=start,
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        out_dir=out_dir,
+        checkpoint_every=checkpoint_every,
+        state=state,
+        desc="pose prior",
+        progress=progress,
+    )
     prior = accelerator.unwrap_model(objective).model.cpu().eval()
     real = train[: len(train) // 2] if mirror else train  # report on the real (unmirrored) poses
     metrics = {
@@ -374,7 +407,9 @@ def load_subject_poses(subject: MotionSource, fps: float | None) -> tuple[torch.
         from ram_avatar.data.format import META_FILE
 
         if not (path / META_FILE).exists():
-            raise FileNotFoundError(f"{path} is not a subject dataset (no {META_FILE}); track a video first, or pass a motion file")
+            raise FileNotFoundError(
+                f"{path} is not a subject dataset (no {META_FILE}); track a video first, or pass a motion file"
+            )
         data = load_subject(path)
         return data.pose.body_pose.float().cpu(), float(data.fps)
     if not path.exists():
@@ -450,8 +485,14 @@ def train_subject_decoder(
     if resumed is not None:
         model_kwargs = resumed["model_kwargs"]
     model_kwargs = dict(model_kwargs or {})
-    config = {"latent_dim": prior.latent_dim, "num_joints": prior.num_joints, "fps": fps, **model_kwargs,
-              "prior": prior_source, "prior_fingerprint": fingerprint(prior)}  # fmt: skip
+    config = {
+        "latent_dim": prior.latent_dim,
+        "num_joints": prior.num_joints,
+        "fps": fps,
+        **model_kwargs,
+        "prior": prior_source,
+        "prior_fingerprint": fingerprint(prior),
+    }
     if position_weight and rest_joints is None:
         rest_joints = template_rest_joints(body_template)
 
@@ -483,8 +524,21 @@ def train_subject_decoder(
         return latent, torch.where(own, latent, former), target[index]
 
     state = {"kind": "subject_decoder", "model_kwargs": model_kwargs, "steps": steps}
-    _loop(accelerator, objective, optimizer, batch, start=start, steps=steps, lr=lr, seed=seed,
-          out_dir=out_dir, checkpoint_every=checkpoint_every, state=state, desc="subject decoder", progress=progress)  # fmt: skip
+    _loop(
+        accelerator,
+        objective,
+        optimizer,
+        batch,
+        start=start,
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        out_dir=out_dir,
+        checkpoint_every=checkpoint_every,
+        state=state,
+        desc="subject decoder",
+        progress=progress,
+    )
     decoder = accelerator.unwrap_model(objective).model.cpu().eval()
     metrics = {"steps": steps, "fps": fps, "train_frames": len(train), "heldout_frames": len(val)}
     for name, poses in (("train", train), ("heldout", val)):

@@ -178,7 +178,7 @@ class RamAvatar(
                 distance_power=distance_power,
                 spatial=spatial_attention,
                 temporal=temporal_attention,
-            )  # fmt: skip
+            )
             if spatial_attention or temporal_attention
             else None
         )
@@ -188,7 +188,7 @@ class RamAvatar(
         self.renderer = StyleUNet(in_channels, 4, widths, style_dim, n_mlp, decoder_convs)
 
     @classmethod
-    def from_config_name(cls, name: str, **overrides: Any) -> "RamAvatar":
+    def from_config_name(cls, name: str, **overrides: Any) -> RamAvatar:
         """A fresh (untrained) avatar of a named size, e.g. ``"rt-256"``, with ``overrides`` applied."""
         return cls(**{**get_config(name), **overrides})
 
@@ -205,9 +205,14 @@ class RamAvatar(
     ) -> dict[str, torch.Tensor]:
         """``ram_avatar.models.inputs.prepare_inputs`` with this avatar's expansion and attention size."""
         return prepare_inputs(
-            template, pose, camera, expand_distance=self.expand_distance,
-            attention_downsample=self.attention_downsample, expanded=self.uses_expanded, **kwargs,
-        )  # fmt: skip
+            template,
+            pose,
+            camera,
+            expand_distance=self.expand_distance,
+            attention_downsample=self.attention_downsample,
+            expanded=self.uses_expanded,
+            **kwargs,
+        )
 
     def features(self, maps: dict[str, torch.Tensor]) -> torch.Tensor:
         """Only the ``features`` ``forward`` returns (B, C, h, w): the frames' body features at the

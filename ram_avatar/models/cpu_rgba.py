@@ -62,6 +62,8 @@ def _rgba(fine, coarse, out):  # noqa: ANN001
                 first = c * 4 + (Y % 2) * 2  # sub-pixel channel of even columns; odd ones + 1
                 for X in range(W):
                     x0, x1, lx = x0s[X], x1s[X], lxs[X]
-                    up = (one - ly) * ((one - lx) * top[x0] + lx * top[x1]) + ly * ((one - lx) * bottom[x0] + lx * bottom[x1])
+                    up = (one - ly) * ((one - lx) * top[x0] + lx * top[x1]) + ly * (
+                        (one - lx) * bottom[x0] + lx * bottom[x1]
+                    )
                     value = row[X // 2, first + X % 2] + up + half
                     out[b, c, Y, X] = min(max(value, np.float32(0)), one)

@@ -59,8 +59,14 @@ def _sample_crop(texture, uv, mask, origins, out):  # noqa: ANN001
                 # grid_sample's unnormalisation of (2u - 1, 1 - 2v), then border clamping.
                 gx = np.float32(2) * uv[b, y, x, 0] - np.float32(1)
                 gy = np.float32(1) - np.float32(2) * uv[b, y, x, 1]
-                ix = min(max(((gx + np.float32(1)) * S_w - np.float32(1)) / np.float32(2), np.float32(0)), np.float32(S_w - 1))
-                iy = min(max(((gy + np.float32(1)) * S_h - np.float32(1)) / np.float32(2), np.float32(0)), np.float32(S_h - 1))
+                ix = min(
+                    max(((gx + np.float32(1)) * S_w - np.float32(1)) / np.float32(2), np.float32(0)),
+                    np.float32(S_w - 1),
+                )
+                iy = min(
+                    max(((gy + np.float32(1)) * S_h - np.float32(1)) / np.float32(2), np.float32(0)),
+                    np.float32(S_h - 1),
+                )
                 c0, r0 = int(math.floor(ix)), int(math.floor(iy))
                 fx, fy = ix - c0, iy - r0
                 c1, r1 = min(c0 + 1, S_w - 1), min(r0 + 1, S_h - 1)
@@ -68,6 +74,8 @@ def _sample_crop(texture, uv, mask, origins, out):  # noqa: ANN001
                 w10, w11 = (1 - fx) * fy, fx * fy
                 for k in range(C):
                     out[b, i, j, k] = (
-                        w00 * texture[r0, c0, k] + w01 * texture[r0, c1, k]
-                        + w10 * texture[r1, c0, k] + w11 * texture[r1, c1, k]
-                    )  # fmt: skip
+                        w00 * texture[r0, c0, k]
+                        + w01 * texture[r0, c1, k]
+                        + w10 * texture[r1, c0, k]
+                        + w11 * texture[r1, c1, k]
+                    )

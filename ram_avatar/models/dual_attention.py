@@ -161,9 +161,13 @@ class DualAttention(nn.Module):
         Returns:
             (B, C, H, W): ``low_res`` bilinearly upsampled to ``size``.
         """
-        return upsample_to(self.low_res(current, expanded, previous).contiguous(memory_format=torch.channels_last), size)
+        return upsample_to(
+            self.low_res(current, expanded, previous).contiguous(memory_format=torch.channels_last), size
+        )
 
-    def low_res(self, current: torch.Tensor, expanded: torch.Tensor | None, previous: torch.Tensor | None) -> torch.Tensor:
+    def low_res(
+        self, current: torch.Tensor, expanded: torch.Tensor | None, previous: torch.Tensor | None
+    ) -> torch.Tensor:
         """The attention term at the attention size, before upsampling: (B, C, h, w)."""
         keys = self.encode(current)
         out = 0

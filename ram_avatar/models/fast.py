@@ -61,7 +61,13 @@ from torch import nn
 
 from ram_avatar.models.avatar import RamAvatar, previous_features, texture_map_names
 from ram_avatar.models.dual_attention import attention_size
-from ram_avatar.models.face_map import FACE_LANDMARKS, FaceMap, face_mesh_fragments, face_mesh_triangles, paint_face_mesh
+from ram_avatar.models.face_map import (
+    FACE_LANDMARKS,
+    FaceMap,
+    face_mesh_fragments,
+    face_mesh_triangles,
+    paint_face_mesh,
+)
 from ram_avatar.models.hand_map import HAND_KEYPOINTS, HandMap
 from ram_avatar.models.inputs import prepare_inputs
 from ram_avatar.models.layers import NEGATIVE_SLOPE, ShallowUNet, upsample_to
@@ -244,7 +250,10 @@ class WindowedShallowUNet(nn.Module):
         groups = x.unflatten(1, (self.groups, -1)).abs().amax(2) > 0  # (B, groups, H, W)
         drawn = zip(range(x.shape[0] * self.groups), mask_spans(groups.flatten(0, 1)))
         boxes = [(n // self.groups, *span) for n, span in drawn if span is not None]
-        crop = lambda items, origins, hw: torch.stack([x[b, :, y : y + hw[0], c : c + hw[1]] for b, (y, c) in zip(items, origins)])  # noqa: E731
+
+        def crop(items, origins, hw):  # noqa: ANN001, ANN202
+            return torch.stack([x[b, :, y : y + hw[0], c : c + hw[1]] for b, (y, c) in zip(items, origins)])
+
         return self.run(boxes, crop, (H, W))
 
     def run(self, boxes: list, crop, size: tuple[int, int]) -> list:  # noqa: ANN001
@@ -255,7 +264,9 @@ class WindowedShallowUNet(nn.Module):
         caller may draw only the crops). Frame sides: multiples of 4."""
         if not boxes:
             return []
-        regions = [[self._grow(lo, hi, n, self.MARGIN) for (lo, hi), n in zip((rows, cols), size)] for _, rows, cols in boxes]
+        regions = [
+            [self._grow(lo, hi, n, self.MARGIN) for (lo, hi), n in zip((rows, cols), size)] for _, rows, cols in boxes
+        ]
         windows = [[self._grow(lo, hi, n, self.MARGIN) for (lo, hi), n in zip(region, size)] for region in regions]
         h, w = (max(window[k][1] - window[k][0] for window in windows) for k in (0, 1))
         origins = [(min(rows[0], size[0] - h), min(cols[0], size[1] - w)) for rows, cols in windows]  # multiples of 4
@@ -351,9 +362,14 @@ class FastRamAvatar(nn.Module):
     def prepare_inputs(self, template, pose, camera, **kwargs: Any) -> dict[str, torch.Tensor]:  # noqa: ANN001
         """The same maps as ``RamAvatar.prepare_inputs`` (this avatar's expansion and attention size)."""
         return prepare_inputs(
-            template, pose, camera, expand_distance=self.expand_distance,
-            attention_downsample=self.attention_downsample, expanded=self.uses_expanded, **kwargs,
-        )  # fmt: skip
+            template,
+            pose,
+            camera,
+            expand_distance=self.expand_distance,
+            attention_downsample=self.attention_downsample,
+            expanded=self.uses_expanded,
+            **kwargs,
+        )
 
     def texels(self, uv: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The texture at the covered pixels: flat pixel indices (N,) into (B, H, W) and features (N, C)."""
@@ -366,7 +382,7 @@ class FastRamAvatar(nn.Module):
         )
         return covered, values
 
-    def sample(self, uv: torch.Tensor, mask: torch.Tensor, boxes: "Boxes | None" = None) -> torch.Tensor:
+    def sample(self, uv: torch.Tensor, mask: torch.Tensor, boxes: Boxes | None = None) -> torch.Tensor:
         """As ``NeuralTexture.forward`` over ``boxes`` (one (h, w) box per frame, holding every
         covered pixel of its frame; default: the frames), with a zero border: (B, C, h + 3, w + 3)
         channels-last, each box at [1 : h + 1, 1 : w + 1] (one zero row / column before, two
@@ -398,15 +414,18 @@ class FastRamAvatar(nn.Module):
         body, origins, pooled = self.body(maps)
         low = None
         if self.attention is not None:
-            expanded = self.sample(maps["uv_expanded"], maps["mask_expanded"])[..., 1:-2, 1:-2] if self.uses_expanded else None
+            expanded = (
+                self.sample(maps["uv_expanded"], maps["mask_expanded"])[..., 1:-2, 1:-2] if self.uses_expanded else None
+            )
             previous = None
             if self.uses_previous:
                 previous = previous_features(maps, pooled)
                 if previous is None:
                     previous = (
                         self.pool(self.sample(maps["uv_previous"], maps["mask_previous"]), None, (H, W), small)
-                        if "uv_previous" in names else pooled
-                    )  # fmt: skip
+                        if "uv_previous" in names
+                        else pooled
+                    )
             low = self.attention.low_res(pooled, expanded, previous)
         stem = self.stem(body, origins, low, maps, (H, W))
         if not self.colour_skip:
@@ -440,7 +459,9 @@ class FastRamAvatar(nn.Module):
         return self.body(maps)[2]
 
     @staticmethod
-    def pool(crop: torch.Tensor, origins: list[tuple[int, int]] | None, size: tuple[int, int], small: tuple[int, int]) -> torch.Tensor:
+    def pool(
+        crop: torch.Tensor, origins: list[tuple[int, int]] | None, size: tuple[int, int], small: tuple[int, int]
+    ) -> torch.Tensor:
         """``adaptive_avg_pool2d`` to ``small`` of frames that are zero but for ``crop`` (B, C,
         h + 3, w + 3) (from ``sample``), box b at ``origins[b]`` (None: the whole frames)."""
         inner = crop[..., 1:-2, 1:-2]
@@ -501,8 +522,10 @@ class FastRamAvatar(nn.Module):
                 pixels.baddbmm_(rows.transpose(0, 1).reshape(1, Hp // 2, 3 * h).expand(B, -1, -1), across)
         add_strided_conv(out, body, conv.weight[:, :C], origins)
         channel = C
-        for part, name, empty in ((self.face, "face_points", (B, FACE_LANDMARKS, 3)),
-                                  (self.hand, "hand_keypoints", (B, 2, HAND_KEYPOINTS, 3))):  # fmt: skip
+        for part, name, empty in (
+            (self.face, "face_points", (B, FACE_LANDMARKS, 3)),
+            (self.hand, "hand_keypoints", (B, 2, HAND_KEYPOINTS, 3)),
+        ):
             if part is None:
                 continue
             points = maps[name] if name in maps else body.new_zeros(empty)

@@ -21,16 +21,31 @@ from ram_avatar.pipelines.folder import AvatarFormatError, safetensors_header
 # up to 512, a 1024^2 texture), far below what breaks: sizes are bounded again, together, by the
 # memory estimate (limit ``avatar_memory_gb``).
 CONFIG_RANGES: dict[str, tuple[float, float]] = {
-    "texture_size": (1, 16384), "texture_channels": (1, 4096), "texture_levels": (1, 14),
-    "attention_hidden": (1, 4096), "attention_downsample": (1, 1024), "attention_recurrence": (1, 16),
-    "distance_power": (0.0, 16.0), "expand_distance": (0.0, 1.0),
-    "face_code_channels": (1, 4096), "map_hidden": (1, 4096), "map_channels": (1, 4096),
-    "hand_line_sigma": (1e-6, 1.0), "widths": (1, 4096), "style_dim": (1, 4096), "n_mlp": (0, 16),
+    "texture_size": (1, 16384),
+    "texture_channels": (1, 4096),
+    "texture_levels": (1, 14),
+    "attention_hidden": (1, 4096),
+    "attention_downsample": (1, 1024),
+    "attention_recurrence": (1, 16),
+    "distance_power": (0.0, 16.0),
+    "expand_distance": (0.0, 1.0),
+    "face_code_channels": (1, 4096),
+    "map_hidden": (1, 4096),
+    "map_channels": (1, 4096),
+    "hand_line_sigma": (1e-6, 1.0),
+    "widths": (1, 4096),
+    "style_dim": (1, 4096),
+    "n_mlp": (0, 16),
     "decoder_convs": (1, 16),
-    "latent_dim": (1, 4096), "hidden_dim": (1, 65536), "num_layers": (1, 64), "dropout": (0.0, 1.0),
-    "num_joints": (1, 1024), "fps": (0.1, 1000.0),
-    "channels": (1, 4096), "layers": (1, 16),
-}  # fmt: skip
+    "latent_dim": (1, 4096),
+    "hidden_dim": (1, 65536),
+    "num_layers": (1, 64),
+    "dropout": (0.0, 1.0),
+    "num_joints": (1, 1024),
+    "fps": (0.1, 1000.0),
+    "channels": (1, 4096),
+    "layers": (1, 16),
+}
 MAX_LIST = 10  # values in a list argument (``widths``: pyramid levels; 10 pads a frame to 1024^2 multiples)
 MAX_TEXT = 1000  # characters of a text argument (``prior``: where the prior came from)
 
@@ -44,9 +59,10 @@ def check_config(cls: type, config: Any, label: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise AvatarFormatError(f"{label} must hold a JSON object; re-download or re-save the model")
     defaults = {
-        name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
         if p.default is not inspect.Parameter.empty
-    }  # fmt: skip
+    }
     for key, value in config.items():
         if key not in defaults:
             continue
@@ -88,8 +104,10 @@ def check_weights(cls: type, config: dict[str, Any], model_file: str | os.PathLi
         with torch.device("meta"):
             state = cls(**config).state_dict()
     except (ValueError, TypeError, RuntimeError) as error:
-        raise AvatarFormatError(f"{label}/{constants.CONFIG_NAME} describes no valid {cls.__name__} ({error}); "
-                                "re-download or re-save the model") from None  # fmt: skip
+        raise AvatarFormatError(
+            f"{label}/{constants.CONFIG_NAME} describes no valid {cls.__name__} ({error}); "
+            "re-download or re-save the model"
+        ) from None
     expected = {name: tuple(tensor.shape) for name, tensor in state.items()}
     for name in sorted(expected.keys() | stored.keys()):
         if expected.get(name) != (stored[name][1] if name in stored else None):
@@ -123,20 +141,37 @@ class HubModel(PyTorchModelHubMixin):
 
     @classmethod
     def _from_pretrained(  # noqa: ANN206
-        cls, *, model_id: str, revision: str | None, cache_dir, force_download: bool, local_files_only: bool,  # noqa: ANN001
-        token: str | bool | None, map_location: str = "cpu", strict: bool = False, **model_kwargs,  # noqa: ANN003
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir,
+        force_download: bool,
+        local_files_only: bool,  # noqa: ANN001
+        token: str | bool | None,
+        map_location: str = "cpu",
+        strict: bool = False,
+        **model_kwargs,  # noqa: ANN003
     ):
         if os.path.isdir(model_id):
             model_file = os.path.join(model_id, constants.SAFETENSORS_SINGLE_FILE)
             if not os.path.isfile(model_file):
-                raise FileNotFoundError(f"{model_file} is missing: a ram-avatar model folder holds config.json and {constants.SAFETENSORS_SINGLE_FILE}")
+                raise FileNotFoundError(
+                    f"{model_file} is missing: a ram-avatar model folder holds config.json and "
+                    f"{constants.SAFETENSORS_SINGLE_FILE}"
+                )
             label = Path(model_id).resolve().name
         else:  # a Hub id: download the weights only (the stock loader would build the model first)
             try:
                 model_file = hf_hub_download(
-                    repo_id=model_id, filename=constants.SAFETENSORS_SINGLE_FILE, revision=revision,
-                    cache_dir=cache_dir, force_download=force_download, token=token, local_files_only=local_files_only,
-                )  # fmt: skip
+                    repo_id=model_id,
+                    filename=constants.SAFETENSORS_SINGLE_FILE,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    token=token,
+                    local_files_only=local_files_only,
+                )
             except EntryNotFoundError:
                 raise FileNotFoundError(
                     f"{model_id} has no {constants.SAFETENSORS_SINGLE_FILE}; ram-avatar loads safetensors only, never "

@@ -27,8 +27,12 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, dropout: fl
     """``num_layers`` hidden Linear + LayerNorm + LeakyReLU blocks, then a Linear to ``out_dim``."""
     layers: list[nn.Module] = []
     for i in range(num_layers):
-        layers += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim),
-                   nn.LeakyReLU(0.2), nn.Dropout(dropout)]  # fmt: skip
+        layers += [
+            nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim),
+            nn.LayerNorm(hidden_dim),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(dropout),
+        ]
     layers.append(nn.Linear(hidden_dim if num_layers else in_dim, out_dim))
     return nn.Sequential(*layers)
 

@@ -12,10 +12,25 @@ from ram_avatar.lazy import lazy_exports
 
 _IO, _SEQUENCE = "ram_avatar.motion.io", "ram_avatar.motion.sequence"
 __all__ = [
-    "MOTION_EXTENSIONS", "Motion", "MotionFormatError", "VIDEO_EXTENSIONS", "find_motion_files",
-    "load_motion", "resample", "save_motion",
-]  # fmt: skip
-__getattr__ = lazy_exports(__name__, {
-    "MOTION_EXTENSIONS": _IO, "VIDEO_EXTENSIONS": _IO, "find_motion_files": _IO, "load_motion": _IO,
-    "save_motion": _IO, "Motion": _SEQUENCE, "MotionFormatError": _SEQUENCE, "resample": _SEQUENCE,
-})  # fmt: skip
+    "MOTION_EXTENSIONS",
+    "Motion",
+    "MotionFormatError",
+    "VIDEO_EXTENSIONS",
+    "find_motion_files",
+    "load_motion",
+    "resample",
+    "save_motion",
+]
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "MOTION_EXTENSIONS": _IO,
+        "VIDEO_EXTENSIONS": _IO,
+        "find_motion_files": _IO,
+        "load_motion": _IO,
+        "save_motion": _IO,
+        "Motion": _SEQUENCE,
+        "MotionFormatError": _SEQUENCE,
+        "resample": _SEQUENCE,
+    },
+)

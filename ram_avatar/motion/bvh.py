@@ -62,9 +62,9 @@ import roma
 import torch
 
 from ram_avatar.body.layout import JOINT_NAMES, PARENTS, SmplxPose
+from ram_avatar.limits import check_limit
 from ram_avatar.motion import reference
 from ram_avatar.motion.names import assign_spine, match_names
-from ram_avatar.limits import check_limit
 from ram_avatar.motion.sequence import MotionFormatError, Resampling, apply_resampling, check_finite, plan_resampling
 
 _CHANNELS = ("xposition", "yposition", "zposition", "xrotation", "yrotation", "zrotation")
@@ -182,8 +182,10 @@ def _read_hierarchy(lines: Iterator[tuple[int, str]], where: str, file_name: str
             break
         if key in ("ROOT", "JOINT"):
             if joints and key == "ROOT" or not stack and key == "JOINT":
-                raise MotionFormatError(f"{where}, line {n}: {keyword} in the wrong place (files "
-                                        "have one ROOT, and JOINTs inside its braces)")  # fmt: skip
+                raise MotionFormatError(
+                    f"{where}, line {n}: {keyword} in the wrong place (files "
+                    "have one ROOT, and JOINTs inside its braces)"
+                )
             joint_name = line[len(keyword) :].strip()
             if not joint_name:
                 raise MotionFormatError(f"{where}, line {n}: {keyword} without a name")
@@ -198,8 +200,7 @@ def _read_hierarchy(lines: Iterator[tuple[int, str]], where: str, file_name: str
             pending = (stack[-1][0], len(joints[stack[-1][0]].end_sites) - 1)
         elif key == "{":
             if pending is None:
-                raise MotionFormatError(f"{where}, line {n}: '{{' without a ROOT, JOINT or End Site "
-                                        "before it")  # fmt: skip
+                raise MotionFormatError(f"{where}, line {n}: '{{' without a ROOT, JOINT or End Site before it")
             stack.append(pending)
             pending = None
         elif key == "}":
@@ -220,12 +221,14 @@ def _read_hierarchy(lines: Iterator[tuple[int, str]], where: str, file_name: str
                 raise MotionFormatError(f"{where}, line {n}: CHANNELS outside a joint")
             channels = [c.lower() for c in rest[1:]]
             if not rest or not rest[0].isdigit() or int(rest[0]) != len(channels):
-                raise MotionFormatError(f"{where}, line {n}: CHANNELS must give a count and that "
-                                        f"many channel names, got {' '.join(rest)!r}")  # fmt: skip
+                raise MotionFormatError(
+                    f"{where}, line {n}: CHANNELS must give a count and that many channel names, got {' '.join(rest)!r}"
+                )
             unknown = [c for c in channels if c not in _CHANNELS]
             if unknown:
-                raise MotionFormatError(f"{where}, line {n}: unknown channels {unknown}; expected "
-                                        "Xposition .. Zrotation")  # fmt: skip
+                raise MotionFormatError(
+                    f"{where}, line {n}: unknown channels {unknown}; expected Xposition .. Zrotation"
+                )
             if len(set(channels)) != len(channels):
                 raise MotionFormatError(f"{where}, line {n}: CHANNELS names a channel twice")
             joints[stack[-1][0]].channels = channels
@@ -234,8 +237,9 @@ def _read_hierarchy(lines: Iterator[tuple[int, str]], where: str, file_name: str
     if not joints:
         raise MotionFormatError(f"{where}: no ROOT joint in the HIERARCHY")
     if not found_motion or stack:
-        raise MotionFormatError(f"{where}: the file ends inside the HIERARCHY (missing '}}' or "
-                                "MOTION): it is truncated")  # fmt: skip
+        raise MotionFormatError(
+            f"{where}: the file ends inside the HIERARCHY (missing '}}' or MOTION): it is truncated"
+        )
     names = [j.name for j in joints]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
@@ -260,8 +264,7 @@ def _read_header(lines: Iterator[tuple[int, str]], where: str, name: str, most: 
     for key in ("frames", "frame time"):
         _, line = next(lines, (0, ""))
         if ":" not in line or line.split(":")[0].strip().lower() != key:
-            raise MotionFormatError(f"{where}: MOTION must be followed by 'Frames: T' and "
-                                    "'Frame Time: seconds' lines")  # fmt: skip
+            raise MotionFormatError(f"{where}: MOTION must be followed by 'Frames: T' and 'Frame Time: seconds' lines")
         header[key] = line.split(":", 1)[1].strip()
     try:
         count, frame_time = int(header["frames"]), float(header["frame time"])
@@ -270,11 +273,15 @@ def _read_header(lines: Iterator[tuple[int, str]], where: str, name: str, most: 
     if count == 0:
         raise MotionFormatError(f"the motion file {name} has no frames (Frames: 0); export it with at least one")
     if count < 1 or not (np.isfinite(frame_time) and frame_time > 0):
-        raise MotionFormatError(f"{where}: needs at least one frame and a positive Frame Time, got "
-                                f"Frames: {count}, Frame Time: {frame_time}")  # fmt: skip
+        raise MotionFormatError(
+            f"{where}: needs at least one frame and a positive Frame Time, got "
+            f"Frames: {count}, Frame Time: {frame_time}"
+        )
     if count > most:
-        raise MotionFormatError(f"{where}: the header says {count} frames, more than the file could hold "
-                                f"(at most {most}): it is truncated or the header is wrong")  # fmt: skip
+        raise MotionFormatError(
+            f"{where}: the header says {count} frames, more than the file could hold "
+            f"(at most {most}): it is truncated or the header is wrong"
+        )
     return count, frame_time
 
 
@@ -288,8 +295,7 @@ def _read_frames(
     for i, (n, line) in enumerate(lines):
         if i == count:  # the last frame was kept: nothing may follow it
             extra = 1 + sum(1 for _ in lines)
-            raise MotionFormatError(f"{where}: the header says {count} frames but {count + extra} frame "
-                                    "lines follow")  # fmt: skip
+            raise MotionFormatError(f"{where}: the header says {count} frames but {count + extra} frame lines follow")
         read = i + 1
         if row < len(frames) and frames[row] == i:
             message = f"{where}, line {n} (frame {i}): the hierarchy declares {num_channels} channels"
@@ -298,8 +304,9 @@ def _read_frames(
             if row == len(frames) and i < count - 1:
                 break  # the frames after the last one kept are not read at all
     if row < len(frames):
-        raise MotionFormatError(f"{where}: the header says {count} frames but {read} frame "
-                                "lines follow (the file is truncated)")  # fmt: skip
+        raise MotionFormatError(
+            f"{where}: the header says {count} frames but {read} frame lines follow (the file is truncated)"
+        )
     check_finite(values, f"{where}: MOTION data", frames)
     return values
 
@@ -378,12 +385,17 @@ def _snap(v: torch.Tensor, exclude: int | None = None) -> torch.Tensor:
 def _body_axes(rest: torch.Tensor, mapping: dict[str, int], where: str) -> torch.Tensor:
     """``A`` (3, 3): file axes -> SMPL-X axes, from the rest skeleton ``rest`` (N, 3)."""
     if "pelvis" not in mapping:
-        raise MotionFormatError(f"{where}: no pelvis / hips joint (the BVH root is taken by "
-                                f"another joint); pass extra_names={{'pelvis': [...]}}")  # fmt: skip
+        raise MotionFormatError(
+            f"{where}: no pelvis / hips joint (the BVH root is taken by "
+            f"another joint); pass extra_names={{'pelvis': [...]}}"
+        )
     pelvis = rest[mapping["pelvis"]]
     ups = [rest[mapping[j]] - pelvis for j in ("spine1", "spine2", "spine3", "neck", "head") if j in mapping]
-    lefts = [rest[mapping[f"left_{j}"]] - rest[mapping[f"right_{j}"]]
-             for j in ("hip", "shoulder", "collar") if f"left_{j}" in mapping and f"right_{j}" in mapping]  # fmt: skip
+    lefts = [
+        rest[mapping[f"left_{j}"]] - rest[mapping[f"right_{j}"]]
+        for j in ("hip", "shoulder", "collar")
+        if f"left_{j}" in mapping and f"right_{j}" in mapping
+    ]
     up = next((v for v in ups if v.norm() > 1e-6), None)  # CMU's first spine joint sits on the hips
     left = next((v for v in lefts if v.norm() > 1e-6), None)
     if up is None or left is None:
@@ -394,8 +406,10 @@ def _body_axes(rest: torch.Tensor, mapping: dict[str, int], where: str) -> torch
         )
     up, left = _normalised(up), _normalised(left)
     if (up * left).sum().abs() > 0.7:
-        raise MotionFormatError(f"{where}: the rest skeleton's up (pelvis -> spine) and left (hip to "
-                                "hip) directions are nearly parallel; cannot orient the file")  # fmt: skip
+        raise MotionFormatError(
+            f"{where}: the rest skeleton's up (pelvis -> spine) and left (hip to "
+            "hip) directions are nearly parallel; cannot orient the file"
+        )
     up = _snap(up)
     left = _snap(left, exclude=int(up.abs().argmax()))
     return torch.stack([left, up, torch.linalg.cross(left, up)])  # rows: SMPL-X x, y, z in file axes
@@ -459,9 +473,7 @@ def _bones(
     return incoming, rest[b] - rest[max(parents[b], 0)], True
 
 
-def _closest_to_parent(
-    parent_world: torch.Tensor, world: torch.Tensor, candidates: list[torch.Tensor]
-) -> torch.Tensor:
+def _closest_to_parent(parent_world: torch.Tensor, world: torch.Tensor, candidates: list[torch.Tensor]) -> torch.Tensor:
     """The candidate rest correction (3, 3) that keeps the joint closest to its parent over the
     clip: the smallest mean local rotation angle.
 
@@ -527,9 +539,7 @@ def reach_like_the_file(
     return world
 
 
-def retarget(
-    bvh: Bvh, extra_names: dict[str, list[str]] | None = None
-) -> tuple[SmplxPose, dict[str, str]]:
+def retarget(bvh: Bvh, extra_names: dict[str, list[str]] | None = None) -> tuple[SmplxPose, dict[str, str]]:
     """The BVH motion as SMPL-X-layout poses (float32) and the joint map used.
 
     Returns:
@@ -597,8 +607,10 @@ def _scale(rest: torch.Tensor, mapping: dict[str, int], where: str) -> float:
         return reference.LEG_LENGTH / float(sum(legs) / len(legs))
     if "head" in mapping and (rest[mapping["head"]] - rest[mapping["pelvis"]]).norm() > 0:
         return reference.TORSO_LENGTH / float((rest[mapping["head"]] - rest[mapping["pelvis"]]).norm())
-    raise MotionFormatError(f"{where}: cannot find the skeleton's size (needs hip, knee and ankle "
-                            "joints, or a head): add its joint names to the name table")  # fmt: skip
+    raise MotionFormatError(
+        f"{where}: cannot find the skeleton's size (needs hip, knee and ankle "
+        "joints, or a head): add its joint names to the name table"
+    )
 
 
 def joint_positions(bvh: Bvh, extra_names: dict[str, list[str]] | None = None) -> torch.Tensor:

@@ -36,6 +36,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument("out", help="output .npz")
     convert.add_argument("--fps", type=float, default=None, help="resample to this frame rate")
     convert.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames")
-    convert.add_argument("--source-fps", type=float, default=None,
-                         help="the input's frame rate, for files that store none")  # fmt: skip
+    convert.add_argument(
+        "--source-fps", type=float, default=None, help="the input's frame rate, for files that store none"
+    )
     convert.set_defaults(run=_convert)

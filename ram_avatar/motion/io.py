@@ -66,8 +66,9 @@ def load_motion(
         raise FileNotFoundError(f"motion file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix not in MOTION_EXTENSIONS:
-        raise MotionFormatError(f"{path}: unsupported motion file type {suffix!r}; supported: "
-                                f"{', '.join(MOTION_EXTENSIONS)}")  # fmt: skip
+        raise MotionFormatError(
+            f"{path}: unsupported motion file type {suffix!r}; supported: {', '.join(MOTION_EXTENSIONS)}"
+        )
     check_limit("motion_file_mb", path.stat().st_size / MB, path.name)
     joint_map: dict[str, str] = {}
     meta = None
@@ -77,8 +78,9 @@ def load_motion(
         pose, file_fps, meta = load_npz(path) if suffix == ".npz" else (*load_json(path), None)
         file_fps = source_fps or file_fps
         if file_fps is None:
-            raise MotionFormatError(f"{path}: the file stores no frame rate; pass source_fps "
-                                    "(command line: --source-fps)")  # fmt: skip
+            raise MotionFormatError(
+                f"{path}: the file stores no frame rate; pass source_fps (command line: --source-fps)"
+            )
         check_limit("fps", file_fps, path.name)
     if meta is None and canonical:
         if suffix != ".bvh":  # BVH heights are already measured from standing
@@ -138,10 +140,12 @@ def find_motion_files(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"motion folder {folder} does not exist or is not a folder")
     return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in MOTION_EXTENSIONS
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in MOTION_EXTENSIONS
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )  # fmt: skip
+    )
 
 
 def _subject_pose(path: Path):

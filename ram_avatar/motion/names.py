@@ -29,8 +29,13 @@ from __future__ import annotations
 import re
 
 SIDES = {"left": ("left", "l"), "right": ("right", "r")}
-_FINGERS = {"thumb": ("thumb", "0"), "index": ("index", "1"), "middle": ("middle", "2"),
-            "ring": ("ring", "3"), "pinky": ("pinky", "4")}  # fmt: skip
+_FINGERS = {
+    "thumb": ("thumb", "0"),
+    "index": ("index", "1"),
+    "middle": ("middle", "2"),
+    "ring": ("ring", "3"),
+    "pinky": ("pinky", "4"),
+}
 _UNITY_PHALANX = ("proximal", "intermediate", "distal")
 
 

@@ -47,7 +47,7 @@ class Motion:
         """Seconds from the first to the last frame."""
         return (self.num_frames - 1) / self.fps
 
-    def resample(self, fps: float, max_frames: int | None = None) -> "Motion":
+    def resample(self, fps: float, max_frames: int | None = None) -> Motion:
         """The clip at another frame rate, same first frame, at most ``max_frames`` frames (see
         :func:`resample`)."""
         pose = resample(self.pose, self.fps, fps, max_frames, self.name)
@@ -68,7 +68,7 @@ class Resampling:
         """The source frames used, sorted: the only ones a reader needs to keep."""
         return np.union1d(self.lower, self.upper)
 
-    def among(self, sources: np.ndarray) -> "Resampling":
+    def among(self, sources: np.ndarray) -> Resampling:
         """The same plan for a clip of just the source frames ``sources`` (sorted, holding
         :attr:`sources`)."""
         return Resampling(np.searchsorted(sources, self.lower), np.searchsorted(sources, self.upper), self.weight)
@@ -159,8 +159,10 @@ def check_finite(array: np.ndarray, what: str, frames: np.ndarray | None = None)
     if bad.any():
         row = int(np.argwhere(bad)[0][0]) if array.ndim else 0
         frame = row if frames is None else int(frames[row])
-        raise MotionFormatError(f"{what} holds NaN or infinite values, or numbers too large for float32 "
-                                f"(first at frame {frame}); repair or re-export the file")  # fmt: skip
+        raise MotionFormatError(
+            f"{what} holds NaN or infinite values, or numbers too large for float32 "
+            f"(first at frame {frame}); repair or re-export the file"
+        )
 
 
 def upright_rotation(global_orient: torch.Tensor) -> torch.Tensor:

@@ -52,8 +52,10 @@ def _read(data: np.lib.npyio.NpzFile, key: str, where: str) -> np.ndarray:
     try:
         value = data[key]
     except ValueError:  # np.load refuses object arrays without allow_pickle
-        raise MotionFormatError(f"{where}: {key!r} is a pickled object array; motion files must "
-                                "hold plain numeric arrays (ram-avatar never unpickles files)") from None
+        raise MotionFormatError(
+            f"{where}: {key!r} is a pickled object array; motion files must "
+            "hold plain numeric arrays (ram-avatar never unpickles files)"
+        ) from None
     return _numeric(value, key, where)
 
 
@@ -89,8 +91,9 @@ def _check_frames(array: np.ndarray | None, path: Path) -> None:
 def amass_pose(poses: np.ndarray, trans: np.ndarray, where: str) -> SmplxPose:
     """SMPL-X layout from AMASS ``poses`` (T, 156 | 165 | 72) and ``trans`` (T, 3), file axes."""
     if poses.ndim != 2 or poses.shape[1] not in _AMASS_LAYOUTS:
-        raise MotionFormatError(f"{where}: 'poses' must be (T, 156) SMPL-H, (T, 165) SMPL-X or (T, 72) "
-                                f"SMPL axis-angle, got {poses.shape}")  # fmt: skip
+        raise MotionFormatError(
+            f"{where}: 'poses' must be (T, 156) SMPL-H, (T, 165) SMPL-X or (T, 72) SMPL axis-angle, got {poses.shape}"
+        )
     if trans.shape != (poses.shape[0], 3):
         raise MotionFormatError(f"{where}: 'trans' must be (T, 3) = {(poses.shape[0], 3)}, got {trans.shape}")
     count = poses.shape[0]
@@ -108,11 +111,15 @@ def smplx_pose(fields: dict[str, np.ndarray], where: str) -> SmplxPose:
     """SMPL-X layout from SMPL-X parameter arrays (see the module docstring), file axes."""
     missing = [k for k in ("global_orient", "body_pose") if k not in fields]
     if missing:
-        raise MotionFormatError(f"{where}: missing {missing}; SMPL-X parameter files need "
-                                "'global_orient' and 'body_pose' (AMASS files need 'poses')")  # fmt: skip
+        raise MotionFormatError(
+            f"{where}: missing {missing}; SMPL-X parameter files need "
+            "'global_orient' and 'body_pose' (AMASS files need 'poses')"
+        )
     if "flat_hand_mean" in fields and not bool(np.asarray(fields["flat_hand_mean"]).reshape(-1)[0]):
-        raise MotionFormatError(f"{where}: hand poses relative to SMPL-X's mean hand (flat_hand_mean="
-                                "False) are not supported; export with flat_hand_mean=True")  # fmt: skip
+        raise MotionFormatError(
+            f"{where}: hand poses relative to SMPL-X's mean hand (flat_hand_mean="
+            "False) are not supported; export with flat_hand_mean=True"
+        )
     orient = fields["global_orient"]
     count = orient.shape[0] if orient.ndim > 1 else 1
     parts: dict[str, torch.Tensor] = {}
@@ -132,8 +139,9 @@ def smplx_pose(fields: dict[str, np.ndarray], where: str) -> SmplxPose:
                     "export full 45-value axis-angle hand poses (smplx use_pca=False)"
                 )
             if value.shape != (count, joints * 3):
-                raise MotionFormatError(f"{where}: {key!r} must be ({count}, {joints * 3}) or ({count}, "
-                                        f"{joints}, 3), got {raw.shape}")  # fmt: skip
+                raise MotionFormatError(
+                    f"{where}: {key!r} must be ({count}, {joints * 3}) or ({count}, {joints}, 3), got {raw.shape}"
+                )
         value = torch.from_numpy(value).float()
         parts[key] = value if joints == 1 else value.reshape(count, joints, 3)
     return SmplxPose(**parts)
@@ -169,8 +177,10 @@ def load_npz(path: Path) -> tuple[SmplxPose, float | None, dict[str, str] | None
                 meta = {k: _text(data, k) for k in ("name", "joint_map")}
                 return pose, _frame_rate(fields, where), meta
         else:
-            raise MotionFormatError(f"{where}: unknown .npz layout (keys {sorted(keys)}); expected "
-                                    "AMASS 'poses' + 'trans' or SMPL-X 'global_orient' + 'body_pose' ...")
+            raise MotionFormatError(
+                f"{where}: unknown .npz layout (keys {sorted(keys)}); expected "
+                "AMASS 'poses' + 'trans' or SMPL-X 'global_orient' + 'body_pose' ..."
+            )
     return rotate_world(pose, upright_rotation(pose.global_orient)), _frame_rate(fields, where), None
 
 

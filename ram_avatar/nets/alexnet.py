@@ -19,13 +19,15 @@ class AlexNetFeatures(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.convs = nn.ModuleList([
-            nn.Conv2d(3, 64, 11, stride=4, padding=2),
-            nn.Conv2d(64, 192, 5, padding=2),
-            nn.Conv2d(192, 384, 3, padding=1),
-            nn.Conv2d(384, 256, 3, padding=1),
-            nn.Conv2d(256, 256, 3, padding=1),
-        ])
+        self.convs = nn.ModuleList(
+            [
+                nn.Conv2d(3, 64, 11, stride=4, padding=2),
+                nn.Conv2d(64, 192, 5, padding=2),
+                nn.Conv2d(192, 384, 3, padding=1),
+                nn.Conv2d(384, 256, 3, padding=1),
+                nn.Conv2d(256, 256, 3, padding=1),
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs = []

@@ -41,9 +41,14 @@ class LPIPS(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """LPIPS distance per image pair: ``x``, ``y`` (B, 3, H, W) in [-1, 1] -> (B,)."""
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"LPIPS needs two (B, 3, H, W) batches of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+            raise ValueError(
+                f"LPIPS needs two (B, 3, H, W) batches of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
         if min(x.shape[-2:]) < MIN_SIZE[self.net]:
-            raise ValueError(f"LPIPS-{self.net} needs images of at least {MIN_SIZE[self.net]} pixels a side, got {tuple(x.shape[-2:])}")
+            raise ValueError(
+                f"LPIPS-{self.net} needs images of at least {MIN_SIZE[self.net]} pixels a side, got "
+                f"{tuple(x.shape[-2:])}"
+            )
         both = (torch.cat([x, y]) - self.shift) / self.scale  # one backbone pass for both
         total = x.new_zeros(x.shape[0])
         for feat, lin in zip(self.backbone(both), self.lins):

@@ -52,20 +52,36 @@ def create_avatar(
     subject, run = work_dir / "subject", work_dir / "train"
     with removed_if_new(work_dir):
         if not (subject / "meta.json").is_file():
-            track(clip, subject, resolution=resolution, max_frames=max_frames, resume=True, device=device,
-                  progress=progress)  # fmt: skip
+            track(
+                clip,
+                subject,
+                resolution=resolution,
+                max_frames=max_frames,
+                resume=True,
+                device=device,
+                progress=progress,
+            )
         if not (run / "avatar" / "config.json").is_file():
-            trainer = Trainer(subject, run, TrainConfig(config=config, steps=steps), minutes=minutes,
-                              resume=(run / "checkpoints" / "last").is_dir(), cpu=device == "cpu",
-                              progress=progress)  # fmt: skip
+            trainer = Trainer(
+                subject,
+                run,
+                TrainConfig(config=config, steps=steps),
+                minutes=minutes,
+                resume=(run / "checkpoints" / "last").is_dir(),
+                cpu=device == "cpu",
+                progress=progress,
+            )
             if trainer_hook is not None:
                 trainer_hook(trainer)
             trainer.run()
         decoder = None
         prior = (prior or default_prior()) if mda else None
         if mda and prior is None:
-            print("no pose prior found (this install lacks ram_avatar/mda/pose_prior): the avatar gets no MDA; "
-                  "pass --prior FOLDER_OR_HUB_ID to add it", file=sys.stderr)
+            print(
+                "no pose prior found (this install lacks ram_avatar/mda/pose_prior): the avatar gets no MDA; "
+                "pass --prior FOLDER_OR_HUB_ID to add it",
+                file=sys.stderr,
+            )
         if prior is not None:
             from ram_avatar.mda import train_subject_decoder
 
@@ -76,9 +92,15 @@ def create_avatar(
                 decoder = load_decoder(decoder_dir)
             else:
                 decoder = train_subject_decoder(subject, prior, decoder_dir, decoder_steps, progress=progress).model
-        pipe = RamAvatarPipeline.from_training(subject, run / "avatar", decoder=decoder,
-                                               prior=prior if decoder is not None else None, name=name or out_path.name,
-                                               synthetic=synthetic, device=device)  # fmt: skip
+        pipe = RamAvatarPipeline.from_training(
+            subject,
+            run / "avatar",
+            decoder=decoder,
+            prior=prior if decoder is not None else None,
+            name=name or out_path.name,
+            synthetic=synthetic,
+            device=device,
+        )
         return pipe.save_pretrained(out_path)
 
 
@@ -94,10 +116,20 @@ def default_prior() -> str | None:
 
 def _create(args: argparse.Namespace) -> int:
     folder = create_avatar(
-        args.clip, args.out, work=args.work, resolution=args.resolution, config=args.config, minutes=args.minutes,
-        steps=args.steps, prior=args.prior, mda=not args.no_mda, decoder_steps=args.decoder_steps, max_frames=args.max_frames,
-        synthetic=args.synthetic, device=args.device,
-    )  # fmt: skip
+        args.clip,
+        args.out,
+        work=args.work,
+        resolution=args.resolution,
+        config=args.config,
+        minutes=args.minutes,
+        steps=args.steps,
+        prior=args.prior,
+        mda=not args.no_mda,
+        decoder_steps=args.decoder_steps,
+        max_frames=args.max_frames,
+        synthetic=args.synthetic,
+        device=args.device,
+    )
     print(f"wrote the avatar {folder}; try: ram-avatar animate {folder} MOTION out.mp4")
     return 0
 
@@ -118,15 +150,27 @@ def _animate(args: argparse.Namespace) -> int:
     if pipe.has_mda:
         check_output(plot)
     pipe.fast = not args.eager
-    result = pipe(args.motion, mda_strength=args.mda_strength, out=out, overlay=args.overlay, overlay_out=overlay,
-                  fps=args.fps, max_frames=args.max_frames, audio=not args.no_audio)  # fmt: skip
+    result = pipe(
+        args.motion,
+        mda_strength=args.mda_strength,
+        out=out,
+        overlay=args.overlay,
+        overlay_out=overlay,
+        fps=args.fps,
+        max_frames=args.max_frames,
+        audio=not args.no_audio,
+    )
     extra = [str(overlay)] if overlay else []
     if result.ood_before is not None:
         result.plot_ood(plot, title=f"{result.extras['motion']}, MDA strength {args.mda_strength:g}")
         extra.append(str(plot))
-        print(f"MDA: median OOD score {float(_median(result.ood_before)):.2f} -> {float(_median(result.ood_after)):.2f}")
-    print(f"wrote {result.video}{' and ' + ', '.join(extra) if extra else ''}: {result.num_frames} frames at "
-          f"{result.fps:g} fps, rendered at {result.render_fps:.1f} frames/s ({result.seconds:.1f} s in all)")  # fmt: skip
+        print(
+            f"MDA: median OOD score {float(_median(result.ood_before)):.2f} -> {float(_median(result.ood_after)):.2f}"
+        )
+    print(
+        f"wrote {result.video}{' and ' + ', '.join(extra) if extra else ''}: {result.num_frames} frames at "
+        f"{result.fps:g} fps, rendered at {result.render_fps:.1f} frames/s ({result.seconds:.1f} s in all)"
+    )
     return 0
 
 
@@ -153,7 +197,10 @@ def _info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     size = "x".join(str(s) for s in reversed(info["image_size"]))
-    print(f"{info['name']}: {info['network']} ({info['parameters'] / 1e6:.2f} M parameters), {size} px at {info['fps']:g} fps")
+    print(
+        f"{info['name']}: {info['network']} ({info['parameters'] / 1e6:.2f} M parameters), {size} px at "
+        f"{info['fps']:g} fps"
+    )
     print(f"  body template {info['template']['name']}, shape {[round(v, 3) for v in info['template']['shape']]}")
     print(f"  motion align (MDA): {'yes' if info['mda'] else 'no'}; face rig: {'yes' if info['face_rig'] else 'no'}")
     if info["source"]:
@@ -162,42 +209,68 @@ def _info(args: argparse.Namespace) -> int:
         held = {k: v for k, v in (info["training"].get("held_out") or {}).items() if isinstance(v, (int, float))}
         whole = ", ".join(f"{k} {v:.3g}" for k, v in held.items() if not k.endswith("_masked"))
         person = ", ".join(f"{k.removesuffix('_masked')} {v:.3g}" for k, v in held.items() if k.endswith("_masked"))
-        print(f"  training: {info['training'].get('config')}, {info['training'].get('steps')} steps; held-out frames: "
-              f"{whole or 'n/a'} (whole frame){f'; {person} (person only)' if person else ''}")  # fmt: skip
+        print(
+            f"  training: {info['training'].get('config')}, {info['training'].get('steps')} steps; held-out frames: "
+            f"{whole or 'n/a'} (whole frame){f'; {person} (person only)' if person else ''}"
+        )
     return 0
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    create = commands.add_parser("create", help="clip -> avatar folder: track, train (CPU defaults), MDA decoder, assemble")
+    create = commands.add_parser(
+        "create", help="clip -> avatar folder: track, train (CPU defaults), MDA decoder, assemble"
+    )
     create.add_argument("clip", help="a video of one person, 30 s to a few minutes, whole body in view")
     create.add_argument("out", help="the avatar folder to write")
-    create.add_argument("--work", default=None, help="folder for the subject dataset and training run (default OUT.work)")
+    create.add_argument(
+        "--work", default=None, help="folder for the subject dataset and training run (default OUT.work)"
+    )
     create.add_argument("--resolution", type=int, default=256, help="crop / avatar size in pixels (default 256)")
     create.add_argument("--config", default="rt-256", help="avatar size: rt-256 (default), hq-512, paper-1024")
     create.add_argument("--minutes", type=float, default=30.0, help="training wall-time limit (default 30)")
-    create.add_argument("--steps", type=int, default=4000, help="training steps, also the LR schedule's length (default 4000)")
-    create.add_argument("--prior", default=None,
-                        help="pose prior folder / Hub id for the MDA decoder (default: ram-avatar's own)")
+    create.add_argument(
+        "--steps", type=int, default=4000, help="training steps, also the LR schedule's length (default 4000)"
+    )
+    create.add_argument(
+        "--prior", default=None, help="pose prior folder / Hub id for the MDA decoder (default: ram-avatar's own)"
+    )
     create.add_argument("--no-mda", action="store_true", help="make no MDA decoder")
     create.add_argument("--decoder-steps", type=int, default=2000, help="MDA decoder training steps (default 2000)")
     create.add_argument("--max-frames", type=int, default=None, help="track at most this many frames")
-    create.add_argument("--synthetic", action="store_true", help="the clip shows a rendered, synthetic person, not a real one (the model card says so)")
+    create.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="the clip shows a rendered, synthetic person, not a real one (the model card says so)",
+    )
     create.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
     create.set_defaults(run=_create)
 
-    animate = commands.add_parser("animate", help="drive an avatar with a motion (BVH, AMASS / SMPL-X file, or a clip) into an mp4")
+    animate = commands.add_parser(
+        "animate", help="drive an avatar with a motion (BVH, AMASS / SMPL-X file, or a clip) into an mp4"
+    )
     animate.add_argument("avatar", help="avatar folder or Hub id")
     animate.add_argument("motion", help="BVH, AMASS / SMPL-X .npz / .json, a video (tracked), or a subject folder")
     animate.add_argument("out", help="output .mp4 (gets the clip's sound when the motion is a video with sound)")
-    animate.add_argument("--mda-strength", type=float, default=DEFAULT_STRENGTH,
-                         help="motion distribution align, 0 = off .. 1 = full, on the frames far from the avatar's own poses (default %(default)g)")  # fmt: skip
-    animate.add_argument("--overlay", action="store_true", help="also write OUT_template.mp4: the posed template over the avatar")
+    animate.add_argument(
+        "--mda-strength",
+        type=float,
+        default=DEFAULT_STRENGTH,
+        help=(
+            "motion distribution align, 0 = off .. 1 = full, on the frames far from the avatar's own poses "
+            "(default %(default)g)"
+        ),
+    )
+    animate.add_argument(
+        "--overlay", action="store_true", help="also write OUT_template.mp4: the posed template over the avatar"
+    )
     animate.add_argument("--fps", type=float, default=None, help="render at this frame rate (default: the avatar's)")
     animate.add_argument("--max-frames", type=int, default=None, help="render at most this many frames")
     animate.add_argument("--no-audio", action="store_true", help="do not copy a driving clip's sound")
     animate.add_argument("--body-model-path", default=None, help="smplx avatars: folder with SMPLX_NEUTRAL.npz")
     animate.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
-    animate.add_argument("--eager", action="store_true", help="render with the eager network, not the fast inference path (~2x slower)")
+    animate.add_argument(
+        "--eager", action="store_true", help="render with the eager network, not the fast inference path (~2x slower)"
+    )
     animate.set_defaults(run=_animate)
 
     push = commands.add_parser("push", help="upload an avatar folder to a Hugging Face Hub model repo")

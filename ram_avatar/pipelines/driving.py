@@ -106,8 +106,9 @@ def load_driving(
             if subject.template.name == pipe.template_name:
                 expression = torch.as_tensor(np.asarray(subject.expression, np.float32))
             face = subject_face_local(subject, pipe.template, _subject_rest_joints(pipe, subject))
-            driving = Driving(canonicalise(subject.pose), subject.fps, path.stem, expression, face,
-                              path if is_video else None)  # fmt: skip
+            driving = Driving(
+                canonicalise(subject.pose), subject.fps, path.stem, expression, face, path if is_video else None
+            )
         else:
             motion = load_motion(path, fps, max_frames=max_frames)
             driving = Driving(motion.pose, motion.fps, motion.name)
@@ -117,16 +118,20 @@ def load_driving(
         pose = resample(driving.pose, driving.fps, fps, max_frames, driving.name)
         T = pose.batch_size
         driving = replace(
-            driving, pose=pose, fps=fps, expression=resample_nearest(driving.expression, driving.fps, fps, T),
+            driving,
+            pose=pose,
+            fps=fps,
+            expression=resample_nearest(driving.expression, driving.fps, fps, T),
             face_local=resample_nearest(driving.face_local, driving.fps, fps, T),
-        )  # fmt: skip
+        )
     if max_frames is not None and driving.pose.batch_size > max_frames:
         keep = slice(0, max_frames)
         driving = replace(
-            driving, pose=driving.pose[keep],
+            driving,
+            pose=driving.pose[keep],
             expression=None if driving.expression is None else driving.expression[keep],
             face_local=None if driving.face_local is None else driving.face_local[keep],
-        )  # fmt: skip
+        )
     return driving
 
 

@@ -31,8 +31,23 @@ PIPELINE_CLASS = "RamAvatarPipeline"  # its "_class_name"
 # What a folder without model_index.json (saved before it existed) holds: these classes.
 LEGACY_CLASSES = {"avatar": "RamAvatar", "pose_decoder": "SubjectPoseDecoder", "pose_prior": "PoseVAE"}
 # Bytes per value of the safetensors dtypes a ram-avatar file may hold.
-DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-               "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # fmt: skip
+DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 MAX_HEADER_BYTES = 16 * 2**20  # a network's header is ~10 KB (the safetensors library allows 100 MB)
 
 
@@ -44,8 +59,15 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     """``avatar.json`` of an avatar folder, checked; errors name the file and what to do."""
     path = folder / MANIFEST
     if not path.is_file():
-        hint = (" (it looks like a bare avatar network from `ram-avatar train`: assemble a whole avatar with `ram-avatar create`"
-                " or RamAvatarPipeline.from_training)") if (folder / "config.json").is_file() else ""  # fmt: skip
+        hint = (
+            (
+                " (it looks like a bare avatar network from `ram-avatar train`: assemble a whole avatar with "
+                "`ram-avatar create`"
+                " or RamAvatarPipeline.from_training)"
+            )
+            if (folder / "config.json").is_file()
+            else ""
+        )
         raise AvatarFormatError(f"{folder} is not a ram-avatar avatar folder: {MANIFEST} is missing{hint}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -59,7 +81,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not _is_int(version):
         raise AvatarFormatError(f"{path}: 'version' must be an integer, got {version!r}; re-save the avatar")
     if version > VERSION:
-        raise AvatarFormatError(f"{path} is format version {manifest['version']}; this ram-avatar reads up to {VERSION}: upgrade ram-avatar")
+        raise AvatarFormatError(
+            f"{path} is format version {manifest['version']}; this ram-avatar reads up to {VERSION}: upgrade ram-avatar"
+        )
     for key in ("template", "image_size", "fps", "framing"):
         if key not in manifest:
             raise AvatarFormatError(f"{path} has no {key!r}; re-save the avatar with RamAvatarPipeline.save_pretrained")
@@ -115,40 +139,52 @@ def read_components(folder: Path) -> dict[str, tuple[str, str]]:
     if not path.is_file():
         parts = {role: (registry.LIBRARY, name) for role, name in LEGACY_CLASSES.items() if (folder / role).is_dir()}
         if "pose_decoder" in parts and not (folder / "pose_prior" / "config.json").is_file():
-            raise AvatarFormatError(f"{folder.name} has pose_decoder/ but no pose_prior/: MDA needs both; "
-                                    "add the prior or remove the decoder")  # fmt: skip
+            raise AvatarFormatError(
+                f"{folder.name} has pose_decoder/ but no pose_prior/: MDA needs both; "
+                "add the prior or remove the decoder"
+            )
         if "pose_decoder" not in parts:
             parts.pop("pose_prior", None)  # a prior alone is no MDA: not loaded, as before
         return parts
     index = _json(path)
     if not isinstance(index, dict) or index.get("_class_name") != PIPELINE_CLASS:
-        raise AvatarFormatError(f"{COMPONENTS} must be a JSON object with \"_class_name\": {json.dumps(PIPELINE_CLASS)}; "
-                                "re-download or re-save the avatar")  # fmt: skip
+        raise AvatarFormatError(
+            f'{COMPONENTS} must be a JSON object with "_class_name": {json.dumps(PIPELINE_CLASS)}; '
+            "re-download or re-save the avatar"
+        )
     parts = {}
     for role, entry in index.items():
         if role.startswith("_"):  # metadata (diffusers' convention), e.g. the version that saved it
             continue
         if role not in registry.ROLES:
-            raise AvatarFormatError(f"{COMPONENTS} names a part {role!r} this ram-avatar does not know "
-                                    f"(it knows {', '.join(registry.ROLES)}): upgrade ram-avatar")  # fmt: skip
+            raise AvatarFormatError(
+                f"{COMPONENTS} names a part {role!r} this ram-avatar does not know "
+                f"(it knows {', '.join(registry.ROLES)}): upgrade ram-avatar"
+            )
         if entry == [None, None]:  # an optional part the avatar does not have
             continue
         if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(v, str) for v in entry)):
-            raise AvatarFormatError(f"{COMPONENTS}: {role!r} must be [library, class] or [null, null], "
-                                    f"got {json.dumps(entry)[:60]}; re-download or re-save the avatar")  # fmt: skip
+            raise AvatarFormatError(
+                f"{COMPONENTS}: {role!r} must be [library, class] or [null, null], "
+                f"got {json.dumps(entry)[:60]}; re-download or re-save the avatar"
+            )
         if not registry.is_registered(role, *entry):
-            raise AvatarFormatError(f"{COMPONENTS}: {role!r} is {entry[0]}.{entry[1]}, not a class ram-avatar loads "
-                                    f"as {role} ({', '.join(registry.registered(role))}); re-save the avatar, or "
-                                    "register the class with ram_avatar.registry.register")  # fmt: skip
+            raise AvatarFormatError(
+                f"{COMPONENTS}: {role!r} is {entry[0]}.{entry[1]}, not a class ram-avatar loads "
+                f"as {role} ({', '.join(registry.registered(role))}); re-save the avatar, or "
+                "register the class with ram_avatar.registry.register"
+            )
         if not (folder / role / "config.json").is_file():
-            raise AvatarFormatError(f"{COMPONENTS} names {role}/ but {role}/config.json is missing: "
-                                    "download the avatar again or re-save it")  # fmt: skip
+            raise AvatarFormatError(
+                f"{COMPONENTS} names {role}/ but {role}/config.json is missing: download the avatar again or re-save it"
+            )
         parts[role] = (entry[0], entry[1])
     if "avatar" not in parts:
         raise AvatarFormatError(f"{COMPONENTS} names no 'avatar' network; re-download or re-save the avatar")
     if ("pose_decoder" in parts) != ("pose_prior" in parts):
-        raise AvatarFormatError(f"{COMPONENTS} names only one of pose_decoder and pose_prior: MDA needs both; "
-                                "re-save the avatar")  # fmt: skip
+        raise AvatarFormatError(
+            f"{COMPONENTS} names only one of pose_decoder and pose_prior: MDA needs both; re-save the avatar"
+        )
     return parts
 
 
@@ -225,12 +261,16 @@ def download_avatar(repo_id: str, revision: str | None, token: str | None) -> Pa
     try:
         return Path(snapshot_download(repo_id, revision=revision, token=token, allow_patterns=HUB_PATTERNS))
     except LocalEntryNotFoundError as error:
-        raise FileNotFoundError(f"{repo_id} is not in the local Hub cache and the Hub cannot be reached (offline?): {error}") from None
+        raise FileNotFoundError(
+            f"{repo_id} is not in the local Hub cache and the Hub cannot be reached (offline?): {error}"
+        ) from None
     except (HfHubHTTPError, OSError, ValueError) as error:
         raise FileNotFoundError(f"could not load the avatar {repo_id} from the Hub: {error}") from None
 
 
-def describe_avatar(folder_or_hub_id: str | os.PathLike, revision: str | None = None, token: str | None = None) -> dict[str, Any]:
+def describe_avatar(
+    folder_or_hub_id: str | os.PathLike, revision: str | None = None, token: str | None = None
+) -> dict[str, Any]:
     """What ``ram-avatar info`` prints, read from the folder's files (the keys of
     :meth:`RamAvatarPipeline.describe`): the manifest, the network's class, parameter count (from
     the safetensors header's shapes) and configuration, whether it has MDA and a face rig, and
@@ -241,15 +281,21 @@ def describe_avatar(folder_or_hub_id: str | os.PathLike, revision: str | None = 
     network = folder / PARTS["avatar"]
     weights = network / "model.safetensors"
     if not weights.is_file():
-        raise AvatarFormatError(f"{folder} has no {PARTS['avatar']}/model.safetensors: the avatar network's weights are missing")
+        raise AvatarFormatError(
+            f"{folder} has no {PARTS['avatar']}/model.safetensors: the avatar network's weights are missing"
+        )
     metrics = _json(network / "metrics.json") if (network / "metrics.json").is_file() else {}
     return {
-        **manifest, "name": manifest.get("name") or folder.name, "source": manifest.get("source") or {},
-        "network": components["avatar"][1], "parameters": parameter_count(weights), "config": _json(network / "config.json"),
+        **manifest,
+        "name": manifest.get("name") or folder.name,
+        "source": manifest.get("source") or {},
+        "network": components["avatar"][1],
+        "parameters": parameter_count(weights),
+        "config": _json(network / "config.json"),
         "mda": "pose_decoder" in components,
         "face_rig": (folder / FACE_RIG).is_file(),
         "training": {k: metrics.get(k) for k in ("config", "steps", "train_minutes", "held_out") if k in metrics},
-    }  # fmt: skip
+    }
 
 
 def parameter_count(path: Path) -> int:

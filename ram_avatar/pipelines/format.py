@@ -54,8 +54,15 @@ import torch
 from ram_avatar import __version__
 from ram_avatar.atomic import staged_folder
 from ram_avatar.pipelines.folder import (
-    COMPONENTS, FACE_RIG, MANIFEST, PIPELINE_CLASS, AvatarFormatError, avatar_folder, read_components, read_manifest,
-)  # fmt: skip
+    COMPONENTS,
+    FACE_RIG,
+    MANIFEST,
+    PIPELINE_CLASS,
+    AvatarFormatError,
+    avatar_folder,
+    read_components,
+    read_manifest,
+)
 from ram_avatar.pipelines.framing import Framing
 from ram_avatar.pipelines.validate import check_avatar_folder
 from ram_avatar.registry import LIBRARY, ROLES, component_class, component_name
@@ -67,8 +74,9 @@ if TYPE_CHECKING:
 AVATAR_EXTRAS = ("README.md", "metrics.json", "preview.png")
 
 
-def load_avatar_folder(folder_or_hub_id: str | os.PathLike, revision: str | None = None,
-                       token: str | None = None) -> dict[str, Any]:  # fmt: skip
+def load_avatar_folder(
+    folder_or_hub_id: str | os.PathLike, revision: str | None = None, token: str | None = None
+) -> dict[str, Any]:
     """Read an avatar folder, or a Hub repo's snapshot (``HF_HUB_OFFLINE``: the local Hub cache
     only), checked before anything is loaded; returns ``RamAvatarPipeline``'s arguments."""
     folder = avatar_folder(folder_or_hub_id, revision, token)
@@ -82,13 +90,20 @@ def load_avatar_folder(folder_or_hub_id: str | os.PathLike, revision: str | None
 
         face_rig = load_file(folder / FACE_RIG)["face_landmarks"]
     return {
-        "avatar": parts["avatar"], "template_name": manifest["template"]["name"],
-        "shape": torch.tensor(manifest["template"]["shape"]), "framing": Framing.from_dict(manifest["framing"]),
-        "fps": manifest["fps"], "image_size": tuple(manifest["image_size"]), "face_rig": face_rig,
-        "decoder": parts.get("pose_decoder"), "prior": parts.get("pose_prior"),
-        "name": manifest.get("name") or folder.name, "template_info": manifest["template"],
-        "source": manifest.get("source"), "avatar_files": _extras(folder / "avatar"),
-    }  # fmt: skip
+        "avatar": parts["avatar"],
+        "template_name": manifest["template"]["name"],
+        "shape": torch.tensor(manifest["template"]["shape"]),
+        "framing": Framing.from_dict(manifest["framing"]),
+        "fps": manifest["fps"],
+        "image_size": tuple(manifest["image_size"]),
+        "face_rig": face_rig,
+        "decoder": parts.get("pose_decoder"),
+        "prior": parts.get("pose_prior"),
+        "name": manifest.get("name") or folder.name,
+        "template_info": manifest["template"],
+        "source": manifest.get("source"),
+        "avatar_files": _extras(folder / "avatar"),
+    }
 
 
 def load_network(folder: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, bytes]]:
@@ -96,8 +111,9 @@ def load_network(folder: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, 
     of the class :func:`network_class` finds, and the files kept with it (:data:`AVATAR_EXTRAS`)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder.name} is not a trained avatar network (no config.json); "
-                                "train one with `ram-avatar train`")  # fmt: skip
+        raise FileNotFoundError(
+            f"{folder.name} is not a trained avatar network (no config.json); train one with `ram-avatar train`"
+        )
     return network_class(folder).from_pretrained(str(folder)), _extras(folder)
 
 

@@ -67,8 +67,14 @@ class LiveSession:
         filter: smooth the solved poses over time (the solver's filter, against jitter).
     """
 
-    def __init__(self, pipe: RamAvatarPipeline, mda_strength: float = DEFAULT_STRENGTH, *, detect_size: int = 384,
-                 filter: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        pipe: RamAvatarPipeline,
+        mda_strength: float = DEFAULT_STRENGTH,
+        *,
+        detect_size: int = 384,
+        filter: bool = True,
+    ):
         if not 0.0 <= mda_strength <= 1.0:
             raise ValueError(f"the MDA strength must be within [0, 1] (0 = off, 1 = full), got {mda_strength}")
         self.pipe, self.mda_strength, self.detect_size, self.filter = pipe, mda_strength, detect_size, filter
@@ -229,8 +235,10 @@ class CameraSource:
             logging.setLogLevel(level)
         if not ok:
             self.capture.release()
-            raise ValueError(f"cannot open camera {index}: there is none at that index or another program is using it; "
-                             "try another index (--source 1) or a video file (--source clip.mp4)")  # fmt: skip
+            raise ValueError(
+                f"cannot open camera {index}: there is none at that index or another program is using it; "
+                "try another index (--source 1) or a video file (--source clip.mp4)"
+            )
         self.index, self.size = index, first.shape[:2]
         self.fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 30.0)
         self._frames: Mailbox[Captured] = Mailbox()
@@ -273,6 +281,11 @@ class CameraSource:
             self._thread.join()
 
 
+def _held(image: np.ndarray) -> Callable[[], np.ndarray]:
+    """A function giving ``image``: a decoded frame in the form :meth:`ClipSource._decoded` gives."""
+    return lambda: image
+
+
 class ClipSource:
     """A video file as if it were a camera: frame ``i`` is due ``i / fps`` after the first (by its
     timestamp), a reader that asks early waits for it, and frames whose time has passed (the next
@@ -299,7 +312,7 @@ class ClipSource:
         self.size = (round(self.info.size[0] * scale), round(self.info.size[1] * scale))
         self.fps, self.realtime, self.skipped = self.info.fps, realtime, 0
         self._closed = threading.Event()
-        self._preloaded = [(stamp, (lambda image=picture(): image)) for stamp, picture in self._decoded()] if preload else None
+        self._preloaded = [(stamp, _held(picture())) for stamp, picture in self._decoded()] if preload else None
 
     def _decoded(self) -> Iterator[tuple[float, Callable[[], np.ndarray]]]:
         """(timestamp in seconds, a function giving the frame (H, W, 3) uint8 RGB) per frame; the
@@ -317,7 +330,8 @@ class ClipSource:
                 for index, frame in enumerate(container.decode(stream)):
                     stamp = frame.time if frame.time is not None else index / self.fps
                     picture = lambda frame=frame: rotate_frame(  # noqa: E731
-                        frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA"), info.rotation
+                        frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA"),
+                        info.rotation,
                     )
                     yield stamp, picture
             except av.error.FFmpegError as error:
@@ -429,8 +443,10 @@ class LiveStats:
         lost = f"{self.skipped} skipped by the camera (detection behind), {self.dropped} dropped (rendering behind)"
         stages = ", ".join(f"{name} {1000 * statistics.median(t):.1f}" for name, t in self.stages.items() if t)
         stopped = ", stopped by Ctrl-C" if self.interrupted else ""
-        return (f"{self.rendered} avatar frames in {self.seconds:.1f} s{stopped}: {self.fps:.1f} FPS, {latency}; "
-                f"{lost}; {self.unseen} with nobody in view\nmedian ms per call: {stages or '-'}")  # fmt: skip
+        return (
+            f"{self.rendered} avatar frames in {self.seconds:.1f} s{stopped}: {self.fps:.1f} FPS, {latency}; "
+            f"{lost}; {self.unseen} with nobody in view\nmedian ms per call: {stages or '-'}"
+        )
 
 
 class _Stage(Protocol):
@@ -463,8 +479,14 @@ class LiveLoop:
     stops both and is raised by :meth:`run`.
     """
 
-    def __init__(self, source: Source, session: _Stage, sink: Callable[[LiveFrame], bool | None] | None = None,
-                 *, max_frames: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        source: Source,
+        session: _Stage,
+        sink: Callable[[LiveFrame], bool | None] | None = None,
+        *,
+        max_frames: int | None = None,
+    ):
         self.source, self.session, self.sink, self.max_frames = source, session, sink, max_frames
         self.stats = LiveStats()
         self._poses: Mailbox[_Job] = Mailbox()
@@ -543,8 +565,15 @@ class LiveLoop:
                 self.stats.latency.append(now - job.captured.time)
             if self.sink is not None:
                 tick = time.perf_counter()
-                keep = self.sink(LiveFrame(job.captured.index, job.captured.time, job.captured.image, avatar,
-                                           time.perf_counter() - job.captured.time))  # fmt: skip
+                keep = self.sink(
+                    LiveFrame(
+                        job.captured.index,
+                        job.captured.time,
+                        job.captured.image,
+                        avatar,
+                        time.perf_counter() - job.captured.time,
+                    )
+                )
                 stages["output"].append(time.perf_counter() - tick)
                 if keep is False:
                     break
@@ -637,8 +666,14 @@ class LiveView:
 
     TITLE = "ram-avatar live (q: quit)"
 
-    def __init__(self, avatar_size: tuple[int, int], *, window: bool = False, out: str | os.PathLike | None = None,
-                 fps: float = 30.0):  # fmt: skip
+    def __init__(
+        self,
+        avatar_size: tuple[int, int],
+        *,
+        window: bool = False,
+        out: str | os.PathLike | None = None,
+        fps: float = 30.0,
+    ):
         from ram_avatar.pipelines.video import VideoWriter
 
         if window:

@@ -65,20 +65,28 @@ def _view(avatar_size: tuple[int, int], window: bool, out: str | None, fps: floa
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     live = commands.add_parser(
-        "live", help="drive an avatar live from a camera or a clip played as one (camera | avatar in a window)",
+        "live",
+        help="drive an avatar live from a camera or a clip played as one (camera | avatar in a window)",
         description="Drive an avatar live: each camera frame's person is detected and their pose solved on one "
         "thread while the newest pose is aligned (MDA) and rendered on another (frames the renderer has no time for "
         "are dropped, so the avatar lags the camera by about one frame's work). Prints the frame rate, latency and "
         "time per stage at the end.",
-    )  # fmt: skip
+    )
     live.add_argument("avatar", help="avatar folder or Hub id")
-    live.add_argument("--source", default="0", help="a camera index (default 0: the first camera) or a video file, "
-                      "played at its own fps as if it were a camera")  # fmt: skip
+    live.add_argument(
+        "--source",
+        default="0",
+        help="a camera index (default 0: the first camera) or a video file, "
+        "played at its own fps as if it were a camera",
+    )
     live.add_argument("--out", default=None, help="record camera | avatar side by side to this .mp4 (in real time)")
     live.add_argument("--no-window", action="store_true", help="show no window (without a display, none is shown)")
-    live.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
-                      help="motion distribution align, 0 = off .. 1 = full, on poses far from the avatar's own "
-                      "(default %(default)g)")  # fmt: skip
+    live.add_argument(
+        "--strength",
+        type=float,
+        default=DEFAULT_STRENGTH,
+        help="motion distribution align, 0 = off .. 1 = full, on poses far from the avatar's own (default %(default)g)",
+    )
     live.add_argument("--body-model-path", default=None, help="smplx avatars: folder with SMPLX_NEUTRAL.npz")
     live.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present)")
     live.set_defaults(run=_live)

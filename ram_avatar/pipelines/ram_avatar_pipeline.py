@@ -39,13 +39,29 @@ from ram_avatar.pipelines.folder import FORMAT, HUB_PATTERNS, VERSION, AvatarFor
 from ram_avatar.pipelines.format import load_avatar_folder, load_network, save_avatar_folder
 from ram_avatar.pipelines.framing import Framing, subject_framing
 from ram_avatar.pipelines.streaming import (
-    ProgressCallback, RenderedFrame, Streamer, composite, render_batch, stream_frames, stream_workers,
-)  # fmt: skip
+    ProgressCallback,
+    RenderedFrame,
+    Streamer,
+    composite,
+    render_batch,
+    stream_frames,
+    stream_workers,
+)
 
 __all__ = [  # the names other modules import from here: the pipeline's own, and its parts' (as before the split)
-    "AnimationResult", "AvatarFormatError", "Driving", "Framing", "ProgressCallback", "RamAvatarPipeline",
-    "RenderedFrame", "Streamer", "composite", "head_transform", "render_batch", "stream_workers",
-]  # fmt: skip
+    "AnimationResult",
+    "AvatarFormatError",
+    "Driving",
+    "Framing",
+    "ProgressCallback",
+    "RamAvatarPipeline",
+    "RenderedFrame",
+    "Streamer",
+    "composite",
+    "head_transform",
+    "render_batch",
+    "stream_workers",
+]
 
 
 @dataclass
@@ -221,23 +237,41 @@ class RamAvatarPipeline:
         template = load_template(subject.template.name, model_path=body_model_path)
         shape = torch.as_tensor(np.asarray(subject.shape, np.float32))
         framing, face_rig = subject_framing(subject, template, shape)
-        info = {"name": subject.template.name, "shape_space": subject.template.shape_space,
-                "expression_space": subject.template.expression_space}  # fmt: skip
+        info = {
+            "name": subject.template.name,
+            "shape_space": subject.template.shape_space,
+            "expression_space": subject.template.expression_space,
+        }
         return cls(
-            avatar, subject.template.name, shape, framing, subject.fps, subject.image_size, face_rig=face_rig,
-            decoder=decoder, prior=prior, name=name or Path(subject_dir).name, template_info=info,
+            avatar,
+            subject.template.name,
+            shape,
+            framing,
+            subject.fps,
+            subject.image_size,
+            face_rig=face_rig,
+            decoder=decoder,
+            prior=prior,
+            name=name or Path(subject_dir).name,
+            template_info=info,
             source={"video": subject.source_video, "frames": subject.num_frames, "synthetic": synthetic},
-            avatar_files=extras, device=device, body_model_path=body_model_path,
-        )  # fmt: skip
+            avatar_files=extras,
+            device=device,
+            body_model_path=body_model_path,
+        )
 
     def manifest(self) -> dict[str, Any]:
         """The ``avatar.json`` content (:mod:`ram_avatar.pipelines.format`)."""
         return {
-            "format": FORMAT, "version": VERSION, "name": self.name,
+            "format": FORMAT,
+            "version": VERSION,
+            "name": self.name,
             "template": {**self.template_info, "name": self.template_name, "shape": [float(v) for v in self.shape]},
-            "image_size": list(self.image_size), "fps": self.fps, "framing": self.framing.to_dict(),
+            "image_size": list(self.image_size),
+            "fps": self.fps,
+            "framing": self.framing.to_dict(),
             "source": self.source,
-        }  # fmt: skip
+        }
 
     def save_pretrained(self, folder: str | os.PathLike, repo_id: str | None = None) -> Path:
         """Write the whole avatar folder (:mod:`ram_avatar.pipelines.format`, ``model_index.json``
@@ -246,8 +280,14 @@ class RamAvatarPipeline:
         ``repo_id`` (when it will be pushed there), else from ``folder`` as given."""
         return save_avatar_folder(self, folder, repo_id)
 
-    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None,
-                    commit_message: str = "Upload ram-avatar avatar") -> Any:  # fmt: skip
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | None = None,
+        private: bool | None = None,
+        commit_message: str = "Upload ram-avatar avatar",
+    ) -> Any:
         """Upload the whole avatar folder to the Hub model repo ``repo_id`` (JSON, safetensors,
         Markdown and PNG only); returns the commit info."""
         from huggingface_hub import HfApi
@@ -256,8 +296,13 @@ class RamAvatarPipeline:
         repo = api.create_repo(repo_id=repo_id, private=private, exist_ok=True, repo_type="model")
         with tempfile.TemporaryDirectory() as tmp:
             folder = self.save_pretrained(Path(tmp) / "avatar", repo_id=repo.repo_id)
-            return api.upload_folder(repo_id=repo.repo_id, folder_path=str(folder), repo_type="model",
-                                     allow_patterns=HUB_PATTERNS, commit_message=commit_message)  # fmt: skip
+            return api.upload_folder(
+                repo_id=repo.repo_id,
+                folder_path=str(folder),
+                repo_type="model",
+                allow_patterns=HUB_PATTERNS,
+                commit_message=commit_message,
+            )
 
     def model_card(self, where: str) -> str:
         """The folder's README.md, for the folder or Hub repo ``where`` (its snippets load from
@@ -283,16 +328,20 @@ class RamAvatarPipeline:
         config = getattr(self.avatar, "_hub_mixin_config", {}) or {}
         metrics = json.loads(self.avatar_files["metrics.json"]) if "metrics.json" in self.avatar_files else {}
         return {
-            **self.manifest(), "network": type(self.avatar).__name__,
-            "parameters": sum(p.numel() for p in self.avatar.parameters()), "config": config,
-            "mda": self.has_mda, "face_rig": self.face_rig is not None,
+            **self.manifest(),
+            "network": type(self.avatar).__name__,
+            "parameters": sum(p.numel() for p in self.avatar.parameters()),
+            "config": config,
+            "mda": self.has_mda,
+            "face_rig": self.face_rig is not None,
             "training": {k: metrics.get(k) for k in ("config", "steps", "train_minutes", "held_out") if k in metrics},
-        }  # fmt: skip
+        }
 
     # -- driving ---------------------------------------------------------------------------------
 
-    def load_driving(self, motion: Any, fps: float | None = None, max_frames: int | None = None,
-                     progress: bool = True) -> Driving:  # fmt: skip
+    def load_driving(
+        self, motion: Any, fps: float | None = None, max_frames: int | None = None, progress: bool = True
+    ) -> Driving:
         """Any motion source -> :class:`Driving` at ``fps`` (default: the MDA decoder's rate, else
         the avatar's), at most ``max_frames`` frames. ``motion``: a motion file (BVH, AMASS /
         SMPL-X .npz / .json), a video (tracked once, cached; its face and expressions are used
@@ -314,8 +363,9 @@ class RamAvatarPipeline:
 
     # -- rendering -------------------------------------------------------------------------------
 
-    def streamer(self, reference: Driving, *, overlay: bool = False,
-                 background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Streamer:  # fmt: skip
+    def streamer(
+        self, reference: Driving, *, overlay: bool = False, background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    ) -> Streamer:
         """A :class:`Streamer` that renders frames in order, carrying MDA's latent and the temporal
         features from one call to the next (what live driving uses, one frame at a time);
         ``reference``: the motion, or a live camera's first frame (the framing's height)."""
@@ -355,8 +405,17 @@ class RamAvatarPipeline:
             driving = motion
         else:
             driving = self._load_reported(motion, fps, max_frames, progress, callback)
-        yield from stream_frames(self, driving, mda_strength, overlay=overlay, background=background, chunk=chunk,
-                                 progress=progress, mda_log=mda_log, callback=callback)  # fmt: skip
+        yield from stream_frames(
+            self,
+            driving,
+            mda_strength,
+            overlay=overlay,
+            background=background,
+            chunk=chunk,
+            progress=progress,
+            mda_log=mda_log,
+            callback=callback,
+        )
 
     def __call__(
         self,
@@ -391,11 +450,18 @@ class RamAvatarPipeline:
         if overlay and overlay_out is not None:
             over_writer = VideoWriter(overlay_out, driving.fps, threads=threads)
         images, overlays, log, times = [], [], {}, []
-        self.template, self.renderer  # loaded before the clock starts: render_fps is rendering only
+        _ = self.template, self.renderer  # loaded before the clock starts: render_fps is rendering only
         try:
             tick = time.perf_counter()
-            frames = self.stream(driving, mda_strength, overlay=overlay, background=background, progress=progress,
-                                 mda_log=log, callback=callback)  # fmt: skip
+            frames = self.stream(
+                driving,
+                mda_strength,
+                overlay=overlay,
+                background=background,
+                progress=progress,
+                mda_log=log,
+                callback=callback,
+            )
             for frame in frames:
                 (writer.write if writer else images.append)(frame.image)
                 if overlay:
@@ -417,11 +483,16 @@ class RamAvatarPipeline:
         T = driving.pose.batch_size
         render = sum(times)
         return AnimationResult(
-            fps=driving.fps, num_frames=T, frames=np.stack(images) if images else None,
-            template_frames=np.stack(overlays) if overlays else None, video=video, template_video=template_video,
+            fps=driving.fps,
+            num_frames=T,
+            frames=np.stack(images) if images else None,
+            template_frames=np.stack(overlays) if overlays else None,
+            video=video,
+            template_video=template_video,
             ood_before=np.asarray(log["ood_before"]) if log else None,
             ood_after=np.asarray(log["ood_after"]) if log else None,
-            change_deg=np.asarray(log["change_deg"]) if log else None, seconds=time.perf_counter() - start,
+            change_deg=np.asarray(log["change_deg"]) if log else None,
+            seconds=time.perf_counter() - start,
             render_fps=T / render if render > 0 else 0.0,
             extras={"median_frame_ms": 1000 * statistics.median(times) if times else None, "motion": driving.name},
-        )  # fmt: skip
+        )

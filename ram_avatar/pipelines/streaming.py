@@ -67,8 +67,14 @@ class Streamer:
         background: RGB in [0, 1] behind the avatar.
     """
 
-    def __init__(self, pipe: RamAvatarPipeline, reference: Driving, *, overlay: bool = False,
-                 background: tuple[float, float, float] = (1.0, 1.0, 1.0)):  # fmt: skip
+    def __init__(
+        self,
+        pipe: RamAvatarPipeline,
+        reference: Driving,
+        *,
+        overlay: bool = False,
+        background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    ):
         self.pipe, self.overlay, self.background = pipe, overlay, background
         self.renderer = pipe.renderer
         self.latent: torch.Tensor | None = None  # MDA's, of the last frame aligned
@@ -103,8 +109,13 @@ class Streamer:
         return result.pose.to(pipe.device), log
 
     @torch.no_grad()
-    def draw(self, driving: Driving, pose: SmplxPose | None = None, mda: dict[str, list] | None = None,
-             frames: slice | None = None) -> list[RenderedFrame]:  # fmt: skip
+    def draw(
+        self,
+        driving: Driving,
+        pose: SmplxPose | None = None,
+        mda: dict[str, list] | None = None,
+        frames: slice | None = None,
+    ) -> list[RenderedFrame]:
         """The frames ``frames`` of ``driving`` (default all), posed as ``pose`` (default the
         driving's own; from :meth:`align` for MDA, its log ``mda``), after the frames drawn before
         (their temporal features carry on). A frame's ``index`` is its index in ``driving``."""
@@ -115,8 +126,9 @@ class Streamer:
         return rendered
 
     @torch.no_grad()  # it runs on a pool's thread: grad mode is per thread
-    def _draw_from_context(self, driving: Driving, frames: slice, pose: SmplxPose, context: SmplxPose | None,
-                           mda: dict[str, list]) -> list[RenderedFrame]:  # fmt: skip
+    def _draw_from_context(
+        self, driving: Driving, frames: slice, pose: SmplxPose, context: SmplxPose | None, mda: dict[str, list]
+    ) -> list[RenderedFrame]:
         """:meth:`draw` without waiting for the chunk before: ``context`` is the pose of the frame
         before ``frames`` (None for a first chunk), prepared along with the chunk for its pooled
         texture features alone (the previous features of the chunk's first frame). Carries nothing."""
@@ -142,8 +154,9 @@ class Streamer:
         if driving.expression is not None and driving.expression.shape[1] == template.expression_dim:
             expression = driving.expression[frames].to(pipe.device)
         face_points = self._face_points(pose, camera, driving, frames)
-        maps = pipe.avatar.prepare_inputs(template, pose, camera, shape=shape, expression=expression,
-                                          face_points=face_points)  # fmt: skip
+        maps = pipe.avatar.prepare_inputs(
+            template, pose, camera, shape=shape, expression=expression, face_points=face_points
+        )
         shaded = _shaded_template(template, pose, shape, expression, camera) if self.overlay else None
         return _PreparedChunk(frames, maps, shaded, mda)
 
@@ -174,10 +187,15 @@ class Streamer:
                     colours, mask = prepared.shaded
                     alpha = 0.5 * mask[i, ..., None].cpu().numpy()
                     over = (image * (1 - alpha) + colours[i].cpu().numpy() * alpha).astype(np.uint8)
-                out_frames.append(RenderedFrame(
-                    prepared.frames.start + i, image, over, None if ood_before is None else ood_before[i],
-                    None if ood_after is None else ood_after[i],
-                ))  # fmt: skip
+                out_frames.append(
+                    RenderedFrame(
+                        prepared.frames.start + i,
+                        image,
+                        over,
+                        None if ood_before is None else ood_before[i],
+                        None if ood_after is None else ood_after[i],
+                    )
+                )
         return out_frames, previous
 
     def _face_points(self, pose: SmplxPose, camera: Camera, driving: Driving, frames: slice) -> torch.Tensor | None:
@@ -294,7 +312,11 @@ def _all(driving: Driving) -> slice:
 
 
 def _shaded_template(  # noqa: ANN202
-    template, pose: SmplxPose, shape: torch.Tensor, expression: torch.Tensor | None, camera: Camera  # noqa: ANN001
+    template,
+    pose: SmplxPose,
+    shape: torch.Tensor,
+    expression: torch.Tensor | None,
+    camera: Camera,  # noqa: ANN001
 ):
     """The posed template shaded by canonical colour: (B, H, W, 3) uint8 and its mask (B, H, W)."""
     from ram_avatar.demo import shade

@@ -50,8 +50,10 @@ def check_avatar_folder(
     if (folder / FACE_RIG).is_file():
         rig = safetensors_header(folder / FACE_RIG, FACE_RIG).get("face_landmarks")
         if rig is None or rig[1] != FACE_RIG_SHAPE:
-            raise AvatarFormatError(f"{FACE_RIG} must hold 'face_landmarks' of shape {list(FACE_RIG_SHAPE)}, "
-                                    f"found {list(rig[1]) if rig else 'none'}; re-save the avatar")  # fmt: skip
+            raise AvatarFormatError(
+                f"{FACE_RIG} must hold 'face_landmarks' of shape {list(FACE_RIG_SHAPE)}, "
+                f"found {list(rig[1]) if rig else 'none'}; re-save the avatar"
+            )
     needed += frame_activation_bytes(avatar_config, tuple(manifest["image_size"]))
     check_limit("avatar_memory_gb", needed / 2**30, f"{manifest.get('name') or folder.name}, in GB")
     return needed

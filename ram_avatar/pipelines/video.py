@@ -83,7 +83,7 @@ class VideoWriter:
             for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 self.container.mux(packet)
         except OSError as error:  # e.g. a full disk: about the video, not its temporary name
-            raise naming_target(error, self.path)
+            raise naming_target(error, self.path) from None
         self.count += 1
 
     def close(self) -> Path:
@@ -107,7 +107,7 @@ class VideoWriter:
             os.replace(self.tmp, self.path)
         except OSError as error:
             self.abort()
-            raise naming_target(error, self.path)
+            raise naming_target(error, self.path) from None
         except BaseException:
             self.abort()
             raise

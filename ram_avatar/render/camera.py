@@ -51,12 +51,12 @@ class Camera:
         """Camera centres in world coordinates, (B, 3)."""
         return -(self.R.transpose(1, 2) @ self.t[..., None])[..., 0]
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Camera":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Camera:
         """A copy on ``device`` and/or with floating ``dtype``."""
         move = lambda x: x.to(device=device, dtype=dtype)  # noqa: E731
         return Camera(move(self.K), move(self.R), move(self.t), self.image_size)
 
-    def __getitem__(self, index: int | slice | torch.Tensor) -> "Camera":
+    def __getitem__(self, index: int | slice | torch.Tensor) -> Camera:
         """A sub-batch, e.g. ``camera[1:2]``."""
         if isinstance(index, int):
             index = slice(index, index + 1)
@@ -90,9 +90,7 @@ class Camera:
         cam = torch.stack([x * depth, y * depth, depth], dim=-1)
         return (cam - self.t[:, None]) @ self.R  # R^-1 = R^T, applied to row vectors
 
-    def crop_resize(
-        self, box: torch.Tensor | tuple[float, float, float, float], size: tuple[int, int]
-    ) -> "Camera":
+    def crop_resize(self, box: torch.Tensor | tuple[float, float, float, float], size: tuple[int, int]) -> Camera:
         """The camera of a crop of this camera's image, resized to ``size``.
 
         Args:
@@ -113,7 +111,7 @@ class Camera:
         A[:, 2, 2] = 1
         return Camera(A @ self.K, self.R, self.t, size)
 
-    def resize(self, size: tuple[int, int]) -> "Camera":
+    def resize(self, size: tuple[int, int]) -> Camera:
         """The camera of the whole image resized to ``size`` (H', W')."""
         H, W = self.image_size
         return self.crop_resize((0.0, 0.0, float(W), float(H)), size)
@@ -126,7 +124,7 @@ class Camera:
         up: torch.Tensor | tuple[float, float, float] = (0.0, 1.0, 0.0),
         focal: float | torch.Tensor = 1000.0,
         image_size: tuple[int, int] = (512, 512),
-    ) -> "Camera":
+    ) -> Camera:
         """Cameras at ``eye`` (B, 3) looking at ``target`` (B, 3), world ``up`` pointing image-up
         (``up`` must not be parallel to the viewing direction).
 
@@ -150,7 +148,7 @@ class Camera:
         image_size: tuple[int, int] = (512, 512),
         margin: float = 0.05,
         fov_degrees: float = 20.0,
-    ) -> "Camera":
+    ) -> Camera:
         """Front cameras (on the +Z side, looking toward -Z, +Y up) that fit each body in frame.
 
         Args:

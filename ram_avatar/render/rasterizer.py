@@ -135,9 +135,7 @@ def _corners(faces: torch.Tensor, B: int, V: int) -> list[torch.Tensor]:
     return [(faces[:, k] + offsets).reshape(-1) for k in range(3)]
 
 
-def _fixed_point(
-    u: torch.Tensor, v: torch.Tensor, z: torch.Tensor, near: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _fixed_point(u: torch.Tensor, v: torch.Tensor, z: torch.Tensor, near: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Vertex pixels (B*V,) snapped to 1/256 pixel, in units of 1/256 pixel: float32 integers,
     exact below 2^24. A vertex at depth <= near or outside the guard band gets a NaN x: it fails
     every bounding-box test of its faces, which drops them."""
@@ -264,9 +262,7 @@ class _FaceTable:
     base: torch.Tensor
 
 
-def _splat(
-    table: _FaceTable, counts: torch.Tensor, first: int, last: int, keys: torch.Tensor, W: int
-) -> None:
+def _splat(table: _FaceTable, counts: torch.Tensor, first: int, last: int, keys: torch.Tensor, W: int) -> None:
     """Test the pixel centres in the boxes of candidate faces ``first:last``, z-test the covered
     ones into ``keys`` (in place)."""
     part = counts[first:last]
@@ -506,6 +502,7 @@ def _outline(
     high = torch.cat([torch.maximum(faces[:, k], faces[:, (k + 1) % 3]) for k in range(3)])
     key, edge_of = torch.unique(low * V + high, return_inverse=True)  # (E,), (3F,)
     half_face = torch.arange(F, device=faces.device).repeat(3)
+
     def count(face_mask: torch.Tensor) -> torch.Tensor:  # (B, E) adjacent faces in face_mask
         per_half_edge = face_mask.view(B, F).to(u.dtype).index_select(1, half_face)
         return torch.zeros(B, len(key), dtype=u.dtype, device=u.device).index_add_(1, edge_of, per_half_edge)
@@ -521,9 +518,7 @@ def _outline(
     scale = 1.5 / (du * du + dv * dv).sqrt().clamp(min=1e-9)
     mid_u = (u.index_select(0, start) + u.index_select(0, end)) / 2
     mid_v = (v.index_select(0, start) + v.index_select(0, end)) / 2
-    covered = [
-        _sample(hard, item, mid_u + side * dv * scale, mid_v - side * du * scale) for side in (-1.0, 1.0)
-    ]
+    covered = [_sample(hard, item, mid_u + side * dv * scale, mid_v - side * du * scale) for side in (-1.0, 1.0)]
     keep = (~(covered[0] & covered[1])).nonzero().squeeze(1)
     return start.index_select(0, keep), end.index_select(0, keep)
 
@@ -555,6 +550,7 @@ def _band_pairs(
     # Band pixels inside each box from an integral image, to skip the boxes missing the band
     # (lookups clamped to the image: boxes outside it are empty anyway).
     integral = torch.nn.functional.pad(band.to(torch.int32).cumsum(1).cumsum(2), (1, 0, 1, 0)).view(-1)
+
     def at(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         return integral.index_select(0, (item * (H + 1) + i.clamp(0, H)) * (W + 1) + j.clamp(0, W))
 

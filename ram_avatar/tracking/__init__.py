@@ -6,8 +6,25 @@ from ram_avatar.lazy import lazy_exports
 _CROP, _DETECT, _VIDEO = "ram_avatar.tracking.crop", "ram_avatar.tracking.detect", "ram_avatar.tracking.video"
 _NAMES = {
     _CROP: ("crop_image", "crop_intrinsics", "crop_points", "paste_back", "smooth_boxes", "source_intrinsics"),
-    _DETECT: ("BODY_LAYOUT", "FACE_LAYOUT", "HAND_LAYOUT", "Detections", "PersonDetector", "detect_clip", "frame_ranges"),
-    _VIDEO: ("MIN_FRAMES", "TrackingError", "Video", "VideoInfo", "VideoStream", "probe_video", "read_video", "rotate_frame"),
+    _DETECT: (
+        "BODY_LAYOUT",
+        "FACE_LAYOUT",
+        "HAND_LAYOUT",
+        "Detections",
+        "PersonDetector",
+        "detect_clip",
+        "frame_ranges",
+    ),
+    _VIDEO: (
+        "MIN_FRAMES",
+        "TrackingError",
+        "Video",
+        "VideoInfo",
+        "VideoStream",
+        "probe_video",
+        "read_video",
+        "rotate_frame",
+    ),
     "ram_avatar.tracking.pipeline": ("track",),
 }
 __all__ = sorted(name for names in _NAMES.values() for name in names)

@@ -9,10 +9,18 @@ def _track(args: argparse.Namespace) -> int:
     from ram_avatar.tracking.pipeline import track
 
     summary = track(
-        args.clip, args.out_dir, body_template=args.body_template, body_model_path=args.body_model_path,
-        resolution=args.resolution, max_frames=args.max_frames, fps=args.fps, resume=args.resume,
-        overwrite=args.overwrite, device=args.device, fit_iters=args.fit_iters,
-    )  # fmt: skip
+        args.clip,
+        args.out_dir,
+        body_template=args.body_template,
+        body_model_path=args.body_model_path,
+        resolution=args.resolution,
+        max_frames=args.max_frames,
+        fps=args.fps,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        device=args.device,
+        fit_iters=args.fit_iters,
+    )
     print(
         f"wrote {summary.path} ({summary.num_frames} frames; faces in {summary.face_frames}); "
         f"median reprojection error: body {summary.body_error_px:.1f} px, hands "

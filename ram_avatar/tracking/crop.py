@@ -56,9 +56,7 @@ def _moving(values: np.ndarray, window: int, reduce) -> np.ndarray:
     return reduce(windows, axis=-1)
 
 
-def smooth_boxes(
-    boxes: np.ndarray, window: int = 9, margin: float = 0.1, size_quantile: float = 0.95
-) -> np.ndarray:
+def smooth_boxes(boxes: np.ndarray, window: int = 9, margin: float = 0.1, size_quantile: float = 0.95) -> np.ndarray:
     """Steady square crop boxes (N, 4) from per-frame person boxes (N, 4), NaN where none.
 
     The centre follows the person through a moving median (robust to single-frame glitches)
@@ -133,8 +131,7 @@ def warp_to_crop(
     # Crop pixel index j (centre j + 0.5) <- image index ((j + 0.5) / s + x0 - ox) * scale - 0.5.
     a = scale / s
     matrix = np.array(
-        [[a, 0, (0.5 / s + box[0] - origin[0]) * scale - 0.5],
-         [0, a, (0.5 / s + box[1] - origin[1]) * scale - 0.5]]
-    )  # fmt: skip
+        [[a, 0, (0.5 / s + box[0] - origin[0]) * scale - 0.5], [0, a, (0.5 / s + box[1] - origin[1]) * scale - 0.5]]
+    )
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     return cv2.warpAffine(image, matrix, (resolution, resolution), flags=flags, borderValue=0)

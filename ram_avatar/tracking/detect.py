@@ -31,8 +31,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ram_avatar.tracking.crop import (
-    crop_image, crop_intrinsics, crop_points, smooth_boxes, source_intrinsics, warp_to_crop,
-)  # fmt: skip
+    crop_image,
+    crop_intrinsics,
+    crop_points,
+    smooth_boxes,
+    source_intrinsics,
+    warp_to_crop,
+)
 from ram_avatar.tracking.video import MIN_FRAMES, TrackingError, VideoStream, check_frame_count
 
 BODY_LAYOUT = "mediapipe-pose-33"
@@ -103,9 +108,11 @@ class PersonDetector:
 
         # complexity 1 is the pose model shipped in the wheel (0 and 2 would be downloaded)
         self.holistic = mp.solutions.holistic.Holistic(
-            static_image_mode=False, model_complexity=1, refine_face_landmarks=True,
+            static_image_mode=False,
+            model_complexity=1,
+            refine_face_landmarks=True,
             enable_segmentation=True,
-        )  # fmt: skip
+        )
         self.others = None
         if others_every:
             self.others = mp.solutions.pose.Pose(static_image_mode=False, model_complexity=1)
@@ -137,16 +144,20 @@ class PersonDetector:
         detection = FrameDetection(
             body=points(pose[:, :2], pose[:, 3:]) * (pose[:, 3:] > 0),
             body_world=_landmarks(result.pose_world_landmarks, NUM_BODY, 3),
-            left_hand=points(_landmarks(result.left_hand_landmarks, NUM_HAND, 2),
-                             float(result.left_hand_landmarks is not None)),
-            right_hand=points(_landmarks(result.right_hand_landmarks, NUM_HAND, 2),
-                              float(result.right_hand_landmarks is not None)),
+            left_hand=points(
+                _landmarks(result.left_hand_landmarks, NUM_HAND, 2), float(result.left_hand_landmarks is not None)
+            ),
+            right_hand=points(
+                _landmarks(result.right_hand_landmarks, NUM_HAND, 2), float(result.right_hand_landmarks is not None)
+            ),
             face=points(face[:, :2], float(result.face_landmarks is not None)),
             face_z=face[:, 2] * width,  # z has the scale of x, relative to the head centre
-            mask=None, box=None, others=0.0,
+            mask=None,
+            box=None,
+            others=0.0,
             left_hand_z=_landmarks(result.left_hand_landmarks, NUM_HAND, 3)[:, 2] * width,
             right_hand_z=_landmarks(result.right_hand_landmarks, NUM_HAND, 3)[:, 2] * width,
-        )  # fmt: skip
+        )
         if result.pose_landmarks is None or result.segmentation_mask is None:
             return detection
         scale = image.shape[1] / width
@@ -228,9 +239,7 @@ def _person_box(mask: SoftMask, detection: FrameDetection) -> np.ndarray:
     return np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float64)
 
 
-def refine_mask(
-    mask: np.ndarray, image: np.ndarray, hands: list[np.ndarray], face: np.ndarray
-) -> np.ndarray:
+def refine_mask(mask: np.ndarray, image: np.ndarray, hands: list[np.ndarray], face: np.ndarray) -> np.ndarray:
     """Final person mask (R, R) uint8 of a crop, from MediaPipe's resampled soft mask.
 
     Args:
@@ -259,9 +268,7 @@ def refine_mask(
     if len(rows):
         top, left = max(rows[0] - 2 * radius, 0), max(cols[0] - 2 * radius, 0)
         region = np.s_[top : rows[-1] + 2 * radius + 1, left : cols[-1] + 2 * radius + 1]
-        merged[region] = cv2.ximgproc.guidedFilter(
-            image[region], merged[region], radius, (0.04 * 255) ** 2
-        )
+        merged[region] = cv2.ximgproc.guidedFilter(image[region], merged[region], radius, (0.04 * 255) ** 2)
     return np.round(np.clip(merged, 0, 1) * 255).astype(np.uint8)
 
 
@@ -407,25 +414,25 @@ def detect_clip(
             mask = detection.mask
             soft = warp_to_crop(mask.values, mask.origin, mask.scale, boxes[row], resolution)
             hands = [keypoints["left_hand"][row], keypoints["right_hand"][row]]
-            masks[row] = refine_mask(
-                soft.astype(np.float32) / 255, frames[row], hands, keypoints["face"][row]
-            )
+            masks[row] = refine_mask(soft.astype(np.float32) / 255, frames[row], hands, keypoints["face"][row])
         row += 1
     if row != len(indices):
         raise TrackingError(f"{path}: decoding the clip twice gave different frames")
 
     result = Detections(
-        frames=frames, masks=masks,
+        frames=frames,
+        masks=masks,
         keypoints={name: value.astype(np.float32) for name, value in keypoints.items()},
         crop_boxes=boxes.astype(np.float32),
         K=crop_intrinsics(source_intrinsics(size), boxes, resolution).astype(np.float32),
-        fps=stream.fps, source_size=size, frame_indices=np.array(indices, np.int64),
-        found={"body": found} | {
-            name: keypoints[name][:, 0, 2] > 0 for name in ("left_hand", "right_hand", "face")
-        },
+        fps=stream.fps,
+        source_size=size,
+        frame_indices=np.array(indices, np.int64),
+        found={"body": found} | {name: keypoints[name][:, 0, 2] > 0 for name in ("left_hand", "right_hand", "face")},
         multi_person_frames=[i for i, d in enumerate(detections) if d.others >= OTHERS_MIN_SIZE],
-        switch_frames=find_switches(person_boxes), source_video=str(path),
-    )  # fmt: skip
+        switch_frames=find_switches(person_boxes),
+        source_video=str(path),
+    )
     _warn_people(result)
     return result
 
@@ -434,13 +441,11 @@ def _warn_people(result: Detections) -> None:
     messages = []
     if result.multi_person_frames:
         messages.append(
-            f"another person of similar size is visible in frames "
-            f"{frame_ranges(result.multi_person_frames)}"
+            f"another person of similar size is visible in frames {frame_ranges(result.multi_person_frames)}"
         )
     if result.switch_frames:
         messages.append(
-            f"the tracked person jumps (probably to somebody else) at frames "
-            f"{frame_ranges(result.switch_frames)}"
+            f"the tracked person jumps (probably to somebody else) at frames {frame_ranges(result.switch_frames)}"
         )
     if messages:
         warnings.warn(

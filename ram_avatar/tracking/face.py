@@ -30,22 +30,53 @@ from ram_avatar.body.template import BodyTemplate
 
 # MediaPipe face-mesh indices (subject's own left / right; refined mesh, 478 points).
 MP = {
-    "lip_upper": 13, "lip_lower": 14, "mouth_left": 291, "mouth_right": 61,
-    "lid_upper_left": 386, "lid_lower_left": 374, "lid_upper_right": 159, "lid_lower_right": 145,
-    "brow_left": 334, "brow_right": 105, "chin": 152, "cheek_left": 454, "cheek_right": 234,
-    "pupil_left": 473, "pupil_right": 468,
-}  # fmt: skip
+    "lip_upper": 13,
+    "lip_lower": 14,
+    "mouth_left": 291,
+    "mouth_right": 61,
+    "lid_upper_left": 386,
+    "lid_lower_left": 374,
+    "lid_upper_right": 159,
+    "lid_lower_right": 145,
+    "brow_left": 334,
+    "brow_right": 105,
+    "chin": 152,
+    "cheek_left": 454,
+    "cheek_right": 234,
+    "pupil_left": 473,
+    "pupil_right": 468,
+}
 FEATURES = (
-    "mouth_open", "mouth_width", "eye_left", "eye_right", "brow_left", "brow_right",
-    "corner_left", "corner_right", "chin_shift",
-)  # fmt: skip
+    "mouth_open",
+    "mouth_width",
+    "eye_left",
+    "eye_right",
+    "brow_left",
+    "brow_right",
+    "corner_left",
+    "corner_right",
+    "chin_shift",
+)
 # The actions fitted: those that move the measured distances. The rest stay at zero.
 ACTIONS = (
-    "jawOpen", "jawLeft", "jawRight", "mouthSmileLeft", "mouthSmileRight",
-    "mouthStretchLeft", "mouthStretchRight", "mouthPucker", "mouthFunnel",
-    "eyeBlinkLeft", "eyeBlinkRight", "eyeWideLeft", "eyeWideRight",
-    "browOuterUpLeft", "browOuterUpRight", "browDownLeft", "browDownRight",
-)  # fmt: skip
+    "jawOpen",
+    "jawLeft",
+    "jawRight",
+    "mouthSmileLeft",
+    "mouthSmileRight",
+    "mouthStretchLeft",
+    "mouthStretchRight",
+    "mouthPucker",
+    "mouthFunnel",
+    "eyeBlinkLeft",
+    "eyeBlinkRight",
+    "eyeWideLeft",
+    "eyeWideRight",
+    "browOuterUpLeft",
+    "browOuterUpRight",
+    "browDownLeft",
+    "browDownRight",
+)
 RIDGE = 1.0  # an action of 1 costs as much as a misfit of one noise level in every feature
 MIN_NOISE = 0.01  # floor of a feature's noise level (clean synthetic landmarks have none)
 
@@ -59,12 +90,16 @@ def features(points: torch.Tensor) -> torch.Tensor:
     chin_shift = (p["chin"] - pupil_mid).unsqueeze(-2)  # sideways: along the pupils' line
     across = ((p["pupil_left"] - p["pupil_right"]) / pupils[..., None]).unsqueeze(-1)
     values = [
-        d("lip_upper", "lip_lower"), d("mouth_left", "mouth_right"),
-        d("lid_upper_left", "lid_lower_left"), d("lid_upper_right", "lid_lower_right"),
-        d("brow_left", "pupil_left"), d("brow_right", "pupil_right"),
-        d("mouth_left", "pupil_left"), d("mouth_right", "pupil_right"),
+        d("lip_upper", "lip_lower"),
+        d("mouth_left", "mouth_right"),
+        d("lid_upper_left", "lid_lower_left"),
+        d("lid_upper_right", "lid_lower_right"),
+        d("brow_left", "pupil_left"),
+        d("brow_right", "pupil_right"),
+        d("mouth_left", "pupil_left"),
+        d("mouth_right", "pupil_right"),
         (chin_shift @ across)[..., 0, 0],
-    ]  # fmt: skip
+    ]
     return torch.stack(values, dim=-1) / pupils[..., None]
 
 
@@ -81,10 +116,11 @@ def anny_face_points(template: BodyTemplate) -> dict[str, int | str]:
 
     Found from the facial actions on the T-posed default body (SMPL-X frame, facing +Z):
     an upper lid, brow or mouth corner is the vertex its action moves most (eyeBlink,
-    browOuterUp, mouthSmile); the chin is the lowest midline vertex jawOpen moves; the lower lid is the still vertex nearest to where the blinking upper
-    lid lands; the inner lips are the midline vertices at the mouth that jawOpen moves most
-    (lower) and least-but-nearest (upper); the cheeks are the face's outermost vertices at the
-    mouth corners' height. Sides are read from x (+x = the body's left), not from ARKit's names.
+    browOuterUp, mouthSmile); the chin is the lowest midline vertex jawOpen moves; the lower lid
+    is the still vertex nearest to where the blinking upper lid lands; the inner lips are the
+    midline vertices at the mouth that jawOpen moves most (lower) and least-but-nearest (upper);
+    the cheeks are the face's outermost vertices at the mouth corners' height. Sides are read
+    from x (+x = the body's left), not from ARKit's names.
     """
     device = template.faces.device
     rest_pose = SmplxPose.zeros(1, device=device)

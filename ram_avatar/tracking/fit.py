@@ -87,9 +87,7 @@ STAGES = ("global", "body", "hands", "silhouette")
 class FitConfig:
     """Iterations, learning rates and loss weights (defaults tuned on synthetic Anny clips)."""
 
-    iters: dict[str, int] = field(
-        default_factory=lambda: {"global": 50, "body": 200, "hands": 60, "silhouette": 40}
-    )
+    iters: dict[str, int] = field(default_factory=lambda: {"global": 50, "body": 200, "hands": 60, "silhouette": 40})
     lr_rotation: float = 0.07  # radians per step (the largest, at the start of a stage)
     lr_transl: float = 0.03  # metres per step
     lr_shape: float = 0.02
@@ -279,7 +277,9 @@ class _Problem:
         if not valid.any():
             raise ValueError("No frame shows both shoulders and both hips: cannot place the body")
         hips, shoulders = (xy[:, 23] + xy[:, 24]) / 2, (xy[:, 11] + xy[:, 12]) / 2  # (N, 2)
-        px_per_m = torch.maximum((shoulders - hips).norm(dim=1) / torso_m, (xy[:, 11] - xy[:, 12]).norm(dim=1) / shoulders_m)
+        px_per_m = torch.maximum(
+            (shoulders - hips).norm(dim=1) / torso_m, (xy[:, 11] - xy[:, 12]).norm(dim=1) / shoulders_m
+        )
         focal = (self.K[:, 0, 0] + self.K[:, 1, 1]) / 2
         facing = (xy[:, 11, 0] > xy[:, 12, 0]).float()
         frames, known = np.arange(self.N), valid.cpu().numpy()
@@ -287,7 +287,10 @@ class _Problem:
         depth = fill(focal / px_per_m)
         u, v = fill(hips[:, 0]), fill(hips[:, 1])
         yaw = math.pi * (1 - fill(facing).round())
-        pelvis_cam = torch.linalg.solve(self.K, torch.stack([u, v, torch.ones_like(u)], dim=1)[..., None])[..., 0] * depth[:, None]
+        pelvis_cam = (
+            torch.linalg.solve(self.K, torch.stack([u, v, torch.ones_like(u)], dim=1)[..., None])[..., 0]
+            * depth[:, None]
+        )
         transl = pelvis_cam @ CAMERA_R.to(self.device) - J("pelvis")  # R^T x for row vectors
         return transl, yaw, depth
 
@@ -374,9 +377,11 @@ class _Problem:
         m = self.map
         with torch.no_grad():
             uv = self.project()[1]
-        sets = ((self.body, m.body_index, m.body_weight),
-                (self.hands["left"], m.left_hand_index, m.hand_weight),
-                (self.hands["right"], m.right_hand_index, m.hand_weight))  # fmt: skip
+        sets = (
+            (self.body, m.body_index, m.body_weight),
+            (self.hands["left"], m.left_hand_index, m.hand_weight),
+            (self.hands["right"], m.right_hand_index, m.hand_weight),
+        )
         body, left, right = (
             _median_error(uv[:, index], points[..., :2], (points[..., 2] > 0) & (weight > 0))
             for points, index, weight in sets
@@ -398,8 +403,14 @@ REFINE = 0.3
 
 def _stage_params(stage: str, config: FitConfig) -> dict[str, float]:
     """Parameter name -> learning rate for the parameters a stage fits."""
-    rates = {"orient": config.lr_rotation, "transl": config.lr_transl, "body": config.lr_rotation,
-             "shape": config.lr_shape, "left_hand": config.lr_rotation, "right_hand": config.lr_rotation}  # fmt: skip
+    rates = {
+        "orient": config.lr_rotation,
+        "transl": config.lr_transl,
+        "body": config.lr_rotation,
+        "shape": config.lr_shape,
+        "left_hand": config.lr_rotation,
+        "right_hand": config.lr_rotation,
+    }
     names = {}
     for earlier in STAGES[: STAGES.index(stage) + 1]:
         for name in STAGE_PARAMS[earlier]:
@@ -486,4 +497,3 @@ def fit_body(
         right_hand_error=right_error,
         loss_curve=curves,
     )
-

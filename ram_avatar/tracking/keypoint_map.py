@@ -41,21 +41,44 @@ FINGERS = ("thumb", "index", "middle", "ring", "pinky")
 
 # MediaPipe Pose index -> SMPL-X joint, or landmark (a surface vertex, see the module docstring).
 BODY_JOINTS: dict[int, str] = {
-    2: "left_eye", 5: "right_eye", 11: "left_shoulder", 12: "right_shoulder",
-    13: "left_elbow", 14: "right_elbow", 15: "left_wrist", 16: "right_wrist",
-    17: "left_pinky1", 18: "right_pinky1", 19: "left_index1", 20: "right_index1",
-    21: "left_thumb2", 22: "right_thumb2", 23: "left_hip", 24: "right_hip",
-    25: "left_knee", 26: "right_knee", 27: "left_ankle", 28: "right_ankle",
-}  # fmt: skip
+    2: "left_eye",
+    5: "right_eye",
+    11: "left_shoulder",
+    12: "right_shoulder",
+    13: "left_elbow",
+    14: "right_elbow",
+    15: "left_wrist",
+    16: "right_wrist",
+    17: "left_pinky1",
+    18: "right_pinky1",
+    19: "left_index1",
+    20: "right_index1",
+    21: "left_thumb2",
+    22: "right_thumb2",
+    23: "left_hip",
+    24: "right_hip",
+    25: "left_knee",
+    26: "right_knee",
+    27: "left_ankle",
+    28: "right_ankle",
+}
 BODY_LANDMARKS: dict[int, str] = {
-    0: "nose", 7: "left_ear", 8: "right_ear", 9: "mouth_left", 10: "mouth_right",
-    29: "left_heel", 30: "right_heel", 31: "left_toe", 32: "right_toe",
-}  # fmt: skip
+    0: "nose",
+    7: "left_ear",
+    8: "right_ear",
+    9: "mouth_left",
+    10: "mouth_right",
+    29: "left_heel",
+    30: "right_heel",
+    31: "left_toe",
+    32: "right_toe",
+}
 BODY_WEIGHTS: dict[int, float] = {
     **{i: 0.5 for i in (0, 2, 5, 7, 8, 9, 10)},  # face
     **{i: 0.3 for i in range(17, 23)},  # the pose model's hand points
-    23: 0.5, 24: 0.5,  # hips: MediaPipe's sit wider and lower than hip joint centres
-}  # fmt: skip
+    23: 0.5,
+    24: 0.5,  # hips: MediaPipe's sit wider and lower than hip joint centres
+}
 
 # MediaPipe Hand index -> SMPL-X hand joint suffix; 4, 8, 12, 16, 20 are fingertip landmarks.
 HAND_JOINTS: dict[int, str] = {0: "wrist"} | {
@@ -68,9 +91,14 @@ HAND_PALM = (0, 1, 5, 9, 13, 17)
 
 SMPLX_VERTEX_COUNT = 10475
 _SMPLX_NAMES = {
-    "nose": "nose", "left_ear": "lear", "right_ear": "rear",
-    "left_heel": "LHeel", "right_heel": "RHeel", "left_toe": "LBigToe", "right_toe": "RBigToe",
-} | {f"{side}_{f}_tip": f"{side[0]}{f}" for side in ("left", "right") for f in FINGERS}  # fmt: skip
+    "nose": "nose",
+    "left_ear": "lear",
+    "right_ear": "rear",
+    "left_heel": "LHeel",
+    "right_heel": "RHeel",
+    "left_toe": "LBigToe",
+    "right_toe": "RBigToe",
+} | {f"{side}_{f}_tip": f"{side[0]}{f}" for side in ("left", "right") for f in FINGERS}
 
 
 @dataclass
@@ -92,7 +120,7 @@ class KeypointMap:
         """(B, 55 + M, 3) joints then landmark vertices, from joints (B, 55, 3), vertices (B, V, 3)."""
         return torch.cat([joints, vertices[:, self.vertex_ids]], dim=1)
 
-    def to(self, device: torch.device | str) -> "KeypointMap":
+    def to(self, device: torch.device | str) -> KeypointMap:
         return KeypointMap(**{k: v.to(device) for k, v in vars(self).items()})
 
 

@@ -84,22 +84,34 @@ HAND_JOINTS = {"left": np.arange(25, 40), "right": np.arange(40, 55)}
 # MediaPipe body points whose world-landmark directions constrain the pose: (from, to), each the
 # mean of its points.
 BONES = (
-    ((11,), (13,)), ((13,), (15,)), ((12,), (14,)), ((14,), (16,)),  # arms
-    ((23,), (25,)), ((25,), (27,)), ((24,), (26,)), ((26,), (28,)),  # legs
-    ((27,), (31,)), ((28,), (32,)),  # feet
-    ((24,), (23,)), ((12,), (11,)),  # hip and shoulder lines
+    ((11,), (13,)),
+    ((13,), (15,)),
+    ((12,), (14,)),
+    ((14,), (16,)),  # arms
+    ((23,), (25,)),
+    ((25,), (27,)),
+    ((24,), (26,)),
+    ((26,), (28,)),  # legs
+    ((27,), (31,)),
+    ((28,), (32,)),  # feet
+    ((24,), (23,)),
+    ((12,), (11,)),  # hip and shoulder lines
     ((23, 24), (11, 12)),  # the torso's lean
     ((8,), (7,)),  # ears: the head's turn
-)  # fmt: skip
+)
 
 # Limb bones that may flip in depth (a 2D point moves little when its bone turns towards or
 # away from the camera): joint rotated, its child, and the MediaPipe points of the bone's ends.
 LIMBS = tuple(
     (JOINT_NAMES.index(f"{side}_{joint}"), JOINT_NAMES.index(f"{side}_{child}"), a + offset, b + offset)
     for side, offset in (("left", 0), ("right", 1))
-    for joint, child, a, b in (("shoulder", "elbow", 11, 13), ("elbow", "wrist", 13, 15),
-                               ("hip", "knee", 23, 25), ("knee", "ankle", 25, 27))
-)  # fmt: skip
+    for joint, child, a, b in (
+        ("shoulder", "elbow", 11, 13),
+        ("elbow", "wrist", 13, 15),
+        ("hip", "knee", 23, 25),
+        ("knee", "ankle", 25, 27),
+    )
+)
 # MediaPipe hand bones moved by the finger joints: the three segments of each finger.
 HAND_BONES = tuple(((1 + 4 * f + k,), (2 + 4 * f + k,)) for f in range(5) for k in range(3))
 
@@ -309,8 +321,14 @@ def _prior_weights(config: SolverConfig) -> np.ndarray:
 
 
 def _lm_step(
-    Jm: np.ndarray, r: np.ndarray, w: np.ndarray, x: np.ndarray, previous: np.ndarray,
-    prior: np.ndarray, temporal: np.ndarray, damping: float,
+    Jm: np.ndarray,
+    r: np.ndarray,
+    w: np.ndarray,
+    x: np.ndarray,
+    previous: np.ndarray,
+    prior: np.ndarray,
+    temporal: np.ndarray,
+    damping: float,
 ) -> np.ndarray:
     """The damped Gauss-Newton step for parameters x of ``sum w r^2 + prior x^2 + temporal (x -
     previous)^2``, given the residuals r and their Jacobian Jm (rows of r, columns of x)."""

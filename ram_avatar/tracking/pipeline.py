@@ -72,35 +72,60 @@ def _load(path: Path) -> dict[str, np.ndarray]:
 
 
 def _detections_arrays(d: Detections) -> dict[str, np.ndarray]:
-    info = {"fps": d.fps, "source_size": list(d.source_size), "source_video": d.source_video,
-            "multi_person_frames": d.multi_person_frames, "switch_frames": d.switch_frames,
-            "layouts": d.layouts}  # fmt: skip
-    return {"frames": d.frames, "masks": d.masks, "crop_boxes": d.crop_boxes, "K": d.K,
-            "frame_indices": d.frame_indices, "info": np.array(json.dumps(info)),
-            **{f"kp_{k}": v for k, v in d.keypoints.items()},
-            **{f"found_{k}": v for k, v in d.found.items()}}  # fmt: skip
+    info = {
+        "fps": d.fps,
+        "source_size": list(d.source_size),
+        "source_video": d.source_video,
+        "multi_person_frames": d.multi_person_frames,
+        "switch_frames": d.switch_frames,
+        "layouts": d.layouts,
+    }
+    return {
+        "frames": d.frames,
+        "masks": d.masks,
+        "crop_boxes": d.crop_boxes,
+        "K": d.K,
+        "frame_indices": d.frame_indices,
+        "info": np.array(json.dumps(info)),
+        **{f"kp_{k}": v for k, v in d.keypoints.items()},
+        **{f"found_{k}": v for k, v in d.found.items()},
+    }
 
 
 def _detections_from(arrays: dict[str, np.ndarray]) -> Detections:
     info = json.loads(str(arrays["info"]))
     return Detections(
-        frames=arrays["frames"], masks=arrays["masks"],
+        frames=arrays["frames"],
+        masks=arrays["masks"],
         keypoints={k[3:]: v for k, v in arrays.items() if k.startswith("kp_")},
-        crop_boxes=arrays["crop_boxes"], K=arrays["K"], fps=info["fps"],
-        source_size=tuple(info["source_size"]), frame_indices=arrays["frame_indices"],
+        crop_boxes=arrays["crop_boxes"],
+        K=arrays["K"],
+        fps=info["fps"],
+        source_size=tuple(info["source_size"]),
+        frame_indices=arrays["frame_indices"],
         found={k[6:]: v for k, v in arrays.items() if k.startswith("found_")},
-        multi_person_frames=info["multi_person_frames"], switch_frames=info["switch_frames"],
-        source_video=info["source_video"], layouts=info["layouts"],
-    )  # fmt: skip
+        multi_person_frames=info["multi_person_frames"],
+        switch_frames=info["switch_frames"],
+        source_video=info["source_video"],
+        layouts=info["layouts"],
+    )
 
 
 def template_info(template: BodyTemplate) -> TemplateInfo:
     """How the dataset names ``template``'s shape and expression spaces (docs/subject_format.md)."""
     if template.name == "anny":
-        return TemplateInfo("anny", f"anny-phenotype-{template.shape_dim}", f"anny-arkit-{template.expression_dim}",
-                            list(template.shape_labels), list(template.expression_labels))  # fmt: skip
-    return TemplateInfo(template.name, f"{template.name}-betas-{template.shape_dim}",
-                        f"{template.name}-expression-{template.expression_dim}")  # fmt: skip
+        return TemplateInfo(
+            "anny",
+            f"anny-phenotype-{template.shape_dim}",
+            f"anny-arkit-{template.expression_dim}",
+            list(template.shape_labels),
+            list(template.expression_labels),
+        )
+    return TemplateInfo(
+        template.name,
+        f"{template.name}-betas-{template.shape_dim}",
+        f"{template.name}-expression-{template.expression_dim}",
+    )
 
 
 def _shade(template: BodyTemplate, vertices: torch.Tensor, normals: torch.Tensor, camera: Camera):
@@ -229,9 +254,16 @@ def track(
     remove_stale(out)  # a dataset half-written by a killed run
     work = out.parent / f".{out.name}.tracking"
     with removed_if_new(work.parent), _resumable(work):
-        settings = {"clip": str(clip.resolve()), "size": clip.stat().st_size if clip.is_file() else None,
-                    "resolution": resolution, "max_frames": max_frames, "fps": fps,
-                    "body_template": body_template, "fit_iters": fit_iters, "version": __version__}  # fmt: skip
+        settings = {
+            "clip": str(clip.resolve()),
+            "size": clip.stat().st_size if clip.is_file() else None,
+            "resolution": resolution,
+            "max_frames": max_frames,
+            "fps": fps,
+            "body_template": body_template,
+            "fit_iters": fit_iters,
+            "version": __version__,
+        }
         settings_file = work / "settings.json"
         resumable = resume and settings_file.is_file() and json.loads(settings_file.read_text()) == settings
         if work.exists() and not resumable:
@@ -251,12 +283,26 @@ def track(
         N = len(detections.frames)
         stage = work / "fit.npz"
         if not stage.is_file():
-            result = fit_body(template, detections.keypoints, detections.K, resolution, detections.masks,
-                              max_iters=fit_iters, progress=progress)  # fmt: skip
-            _save(stage, **{f"pose_{k}": v for k, v in result.pose.to_numpy().items()},
-                  shape=result.shape.cpu().numpy(), K=result.K.cpu().numpy(), R=result.R.cpu().numpy(),
-                  t=result.t.cpu().numpy(), body_px=result.body_error, left_hand_px=result.left_hand_error,
-                  right_hand_px=result.right_hand_error)  # fmt: skip
+            result = fit_body(
+                template,
+                detections.keypoints,
+                detections.K,
+                resolution,
+                detections.masks,
+                max_iters=fit_iters,
+                progress=progress,
+            )
+            _save(
+                stage,
+                **{f"pose_{k}": v for k, v in result.pose.to_numpy().items()},
+                shape=result.shape.cpu().numpy(),
+                K=result.K.cpu().numpy(),
+                R=result.R.cpu().numpy(),
+                t=result.t.cpu().numpy(),
+                body_px=result.body_error,
+                left_hand_px=result.left_hand_error,
+                right_hand_px=result.right_hand_error,
+            )
         fit = _load(stage)
         pose = SmplxPose.from_numpy({k[5:]: v for k, v in fit.items() if k.startswith("pose_")}).to(device)
         shape = torch.as_tensor(fit["shape"], device=device)
@@ -279,18 +325,28 @@ def track(
         expression = torch.as_tensor(face["expression"], device=device)
 
         subject = SubjectData(
-            frames=detections.frames, masks=detections.masks, pose=pose.to("cpu"),
-            shape=fit["shape"].astype(np.float32), expression=face["expression"].astype(np.float32),
+            frames=detections.frames,
+            masks=detections.masks,
+            pose=pose.to("cpu"),
+            shape=fit["shape"].astype(np.float32),
+            expression=face["expression"].astype(np.float32),
             camera=CameraTrack(K=fit["K"], R=fit["R"], t=fit["t"], crop_boxes=detections.crop_boxes),
             keypoints={k: detections.keypoints[k] for k in ("body", "left_hand", "right_hand", "face")}
             | {"face_mesh": face["face_mesh"]},
-            template=template_info(template), keypoint_layouts=detections.layouts, fps=detections.fps,
-            source_video=clip.name, source_size=tuple(detections.source_size),
+            template=template_info(template),
+            keypoint_layouts=detections.layouts,
+            fps=detections.fps,
+            source_video=clip.name,
+            source_size=tuple(detections.source_size),
             frame_indices=[int(i) for i in detections.frame_indices],
-        )  # fmt: skip
+        )
         iou = write_preview(work / PREVIEW_FILE, template, detections, pose, shape, expression, camera, progress)
-        errors = {"body_px": fit["body_px"], "left_hand_px": fit["left_hand_px"],
-                  "right_hand_px": fit["right_hand_px"], "mask_iou": iou}  # fmt: skip
+        errors = {
+            "body_px": fit["body_px"],
+            "left_hand_px": fit["left_hand_px"],
+            "right_hand_px": fit["right_hand_px"],
+            "mask_iou": iou,
+        }
         _write_errors(work / ERRORS_FILE, detections, errors)
         write_subject(out, subject, overwrite=overwrite)
         for name in (PREVIEW_FILE, ERRORS_FILE):
@@ -298,7 +354,10 @@ def track(
         shutil.rmtree(work)
         hands = np.concatenate([fit["left_hand_px"], fit["right_hand_px"]])
         return TrackingSummary(
-            path=out, num_frames=N, body_error_px=float(np.nanmedian(fit["body_px"])),
+            path=out,
+            num_frames=N,
+            body_error_px=float(np.nanmedian(fit["body_px"])),
             hand_error_px=float(np.nanmedian(hands)) if np.isfinite(hands).any() else float("nan"),
-            mask_iou=float(np.median(iou)), face_frames=int(detections.found["face"].sum()),
-        )  # fmt: skip
+            mask_iou=float(np.median(iou)),
+            face_frames=int(detections.found["face"].sum()),
+        )

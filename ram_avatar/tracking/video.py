@@ -246,9 +246,12 @@ def read_video(
         frames.append(frame)
     check_frame_count(stream, len(frames), min_frames)
     return Video(
-        np.stack(frames), stream.fps, np.array(indices, np.int64), stream.info.size,
+        np.stack(frames),
+        stream.fps,
+        np.array(indices, np.int64),
+        stream.info.size,
         stream.info.rotation,
-    )  # fmt: skip
+    )
 
 
 def check_frame_count(stream: VideoStream, count: int, min_frames: int = MIN_FRAMES) -> None:

@@ -11,10 +11,27 @@ from ram_avatar.lazy import lazy_exports
 # already (runpy warns about that).
 _CARD, _DATA, _TRAIN = "ram_avatar.training.card", "ram_avatar.training.data", "ram_avatar.training.train_avatar"
 __all__ = [
-    "StepBatchSampler", "TrainConfig", "Trainer", "TripletDataset", "avatar_card", "build_map_cache",
-    "push_avatar", "save_avatar", "train",
-]  # fmt: skip
-__getattr__ = lazy_exports(__name__, {
-    "avatar_card": _CARD, "push_avatar": _CARD, "save_avatar": _CARD, "StepBatchSampler": _DATA,
-    "TripletDataset": _DATA, "build_map_cache": _DATA, "TrainConfig": _TRAIN, "Trainer": _TRAIN, "train": _TRAIN,
-})  # fmt: skip
+    "StepBatchSampler",
+    "TrainConfig",
+    "Trainer",
+    "TripletDataset",
+    "avatar_card",
+    "build_map_cache",
+    "push_avatar",
+    "save_avatar",
+    "train",
+]
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "avatar_card": _CARD,
+        "push_avatar": _CARD,
+        "save_avatar": _CARD,
+        "StepBatchSampler": _DATA,
+        "TripletDataset": _DATA,
+        "build_map_cache": _DATA,
+        "TrainConfig": _TRAIN,
+        "Trainer": _TRAIN,
+        "train": _TRAIN,
+    },
+)

@@ -15,26 +15,48 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("subject_dir", help="subject dataset folder (from `ram-avatar track`)")
     parser.add_argument("out_dir", help="training folder: checkpoints, logs, preview.png, avatar/, metrics.json")
     parser.add_argument("--config", default="rt-256", help="avatar size: rt-256 (default), hq-512, paper-1024")
-    parser.add_argument("--steps", type=int, default=None, help="total training steps, also the LR schedule's length (default 20000)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="total training steps, also the LR schedule's length (default 20000)"
+    )
     parser.add_argument("--minutes", type=float, default=None, help="stop after this much wall time (this run)")
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT_DIR from its last checkpoint")
     parser.add_argument("--baseline", action="store_true", help="train the plain U-Net comparison instead")
     parser.add_argument("--batch-size", type=int, default=None, help="triplets per step and process (default 2)")
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 5e-4)")
-    parser.add_argument("--perceptual-size", type=int, default=None,
-                        help="run VGG on frames resized to this side (faster on a CPU; default: full size)")  # fmt: skip
+    parser.add_argument(
+        "--perceptual-size",
+        type=int,
+        default=None,
+        help="run VGG on frames resized to this side (faster on a CPU; default: full size)",
+    )
     parser.add_argument("--held-out-every", type=int, default=None, help="hold out every k-th frame (default 10)")
-    parser.add_argument("--eval-every", type=int, default=None, help="steps between held-out evaluations + checkpoints (default 500)")
-    parser.add_argument("--preview-every", type=int, default=None, help="steps between preview.png updates (default 250)")
+    parser.add_argument(
+        "--eval-every", type=int, default=None, help="steps between held-out evaluations + checkpoints (default 500)"
+    )
+    parser.add_argument(
+        "--preview-every", type=int, default=None, help="steps between preview.png updates (default 250)"
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--num-workers", type=int, default=None, help="DataLoader worker processes (default 0)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                        help="any other training setting, e.g. --set gan=0.05 (see TrainConfig)")  # fmt: skip
-    parser.add_argument("--model", action="append", default=[], metavar="KEY=JSON",
-                        help="override a model config value, e.g. --model texture_size=512")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="any other training setting, e.g. --set gan=0.05 (see TrainConfig)",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="override a model config value, e.g. --model texture_size=512",
+    )
     parser.add_argument("--body-model-path", default=None, help="smplx subjects: folder with SMPLX_NEUTRAL.npz")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is present")
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the trained avatar to this Hub model repo")
+    parser.add_argument(
+        "--push-to-hub", default=None, metavar="REPO_ID", help="upload the trained avatar to this Hub model repo"
+    )
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
 
 
@@ -59,7 +81,16 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201
     if args.config not in config_names():
         raise ValueError(f"unknown --config {args.config!r}; choose one of {', '.join(config_names())}")
     values = {"config": args.config, "baseline": args.baseline, **_pairs(args.set, "--set")}
-    for name in ("steps", "batch_size", "lr", "perceptual_size", "held_out_every", "seed", "num_workers", "preview_every"):
+    for name in (
+        "steps",
+        "batch_size",
+        "lr",
+        "perceptual_size",
+        "held_out_every",
+        "seed",
+        "num_workers",
+        "preview_every",
+    ):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     if args.eval_every is not None:
@@ -76,9 +107,15 @@ def run_train(args: argparse.Namespace) -> int:
 
     check_output(args.out_dir, "folder")  # before the subject and the models load
     metrics = train(
-        args.subject_dir, args.out_dir, config_from_args(args), resume=args.resume, minutes=args.minutes,
-        body_model_path=args.body_model_path, cpu=args.cpu, repo_id=args.push_to_hub,
-    )  # fmt: skip
+        args.subject_dir,
+        args.out_dir,
+        config_from_args(args),
+        resume=args.resume,
+        minutes=args.minutes,
+        body_model_path=args.body_model_path,
+        cpu=args.cpu,
+        repo_id=args.push_to_hub,
+    )
     if "model" not in metrics:  # a non-main process of a multi-process run
         return 0
     held_out = metrics["held_out"]
@@ -92,6 +129,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("train", help="train an avatar on a subject dataset (CPU, CUDA or multi-GPU via accelerate)")
+    parser = commands.add_parser(
+        "train", help="train an avatar on a subject dataset (CPU, CUDA or multi-GPU via accelerate)"
+    )
     add_train_arguments(parser)
     parser.set_defaults(run=run_train)

@@ -44,7 +44,9 @@ CACHE_VERSION = 1
 MAP_KEYS = ("uv", "mask", "uv_expanded", "mask_expanded", "hand_keypoints", "face_points")
 
 
-def frame_params(subject: SubjectData, frames: slice | list[int], device: torch.device) -> tuple[SmplxPose, Camera, torch.Tensor]:
+def frame_params(
+    subject: SubjectData, frames: slice | list[int], device: torch.device
+) -> tuple[SmplxPose, Camera, torch.Tensor]:
     """Pose, cameras and expression of ``frames`` (a slice or frame indices) as tensors on ``device``."""
     pose = SmplxPose.from_numpy({k: v[frames] for k, v in subject.pose.to_numpy().items()}).to(device)
     camera = subject.camera
@@ -95,9 +97,12 @@ def build_map_cache(
     half-built cache is never used. Rasterizing runs on the template's device.
     """
     settings = {
-        "template": template.name, "image_size": list(subject.image_size), "expand_distance": expand_distance,
-        "attention_downsample": attention_downsample, "expanded": expanded,
-    }  # fmt: skip
+        "template": template.name,
+        "image_size": list(subject.image_size),
+        "expand_distance": expand_distance,
+        "attention_downsample": attention_downsample,
+        "expanded": expanded,
+    }
     folder = Path(cache_root) / f"maps-{_fingerprint(subject, settings)}"
     if folder.is_dir():
         return folder
@@ -112,10 +117,16 @@ def build_map_cache(
             mesh = subject.keypoints.get("face_mesh")
             mesh = None if mesh is None else torch.as_tensor(np.asarray(mesh[frames], np.float32), device=device)
             maps = prepare_inputs(
-                template, pose, camera, shape=shape, expression=expression,
-                face_points=face_points_from_keypoints(face, mesh), expand_distance=expand_distance,
-                attention_downsample=attention_downsample, expanded=expanded,
-            )  # fmt: skip
+                template,
+                pose,
+                camera,
+                shape=shape,
+                expression=expression,
+                face_points=face_points_from_keypoints(face, mesh),
+                expand_distance=expand_distance,
+                attention_downsample=attention_downsample,
+                expanded=expanded,
+            )
             maps["hand_keypoints"] = detected_hands(subject, frames, maps["hand_keypoints"])
             for key, value in maps.items():
                 if key not in arrays:  # memory-mapped output, so a long clip never sits in RAM at once
@@ -146,7 +157,9 @@ class TripletDataset(torch.utils.data.Dataset):
             ``None`` no neighbour images are loaded (evaluation).
     """
 
-    def __init__(self, subject: SubjectData, cache: str | os.PathLike, centres: list[int], train_frames: list[int] | None):
+    def __init__(
+        self, subject: SubjectData, cache: str | os.PathLike, centres: list[int], train_frames: list[int] | None
+    ):
         self.subject = subject
         self.cache = Path(cache)
         self.centres = list(centres)
@@ -167,13 +180,19 @@ class TripletDataset(torch.utils.data.Dataset):
         arrays = self._arrays()
         maps = {key: torch.from_numpy(np.array(arrays[key][t])) for key in self.keys}
         previous = max(t - 1, 0)
-        maps["uv_previous"], maps["mask_previous"] = (torch.from_numpy(np.array(arrays[k][previous])) for k in ("uv", "mask"))
+        maps["uv_previous"], maps["mask_previous"] = (
+            torch.from_numpy(np.array(arrays[k][previous])) for k in ("uv", "mask")
+        )
         item = {"index": torch.tensor(t), "maps": maps}
         item["image"], item["mask"] = _image(self.subject.frames, t), _image(self.subject.masks, t)
         if self.train_frames is not None:
             valid = 0 < t < N - 1 and {t - 1, t + 1} <= self.train_frames
             for name, j in (("previous", t - 1), ("following", t + 1)):
-                frame, mask = (_image(self.subject.frames, j), _image(self.subject.masks, j)) if valid else (item["image"], item["mask"])
+                frame, mask = (
+                    (_image(self.subject.frames, j), _image(self.subject.masks, j))
+                    if valid
+                    else (item["image"], item["mask"])
+                )
                 item[name], item[f"{name}_mask"] = frame, mask
             item["triplet_valid"] = torch.tensor(valid)
         return item

@@ -16,7 +16,11 @@ from tqdm.auto import tqdm
 
 
 def model_map_cache(
-    model: torch.nn.Module, subject, template, cache_root: str | os.PathLike, progress: bool = True  # noqa: ANN001
+    model: torch.nn.Module,
+    subject,
+    template,
+    cache_root: str | os.PathLike,
+    progress: bool = True,  # noqa: ANN001
 ) -> Path:
     """``build_map_cache`` of ``subject`` with the input-map settings ``model`` reads."""
     from ram_avatar.training.data import build_map_cache

@@ -40,7 +40,11 @@ def generator_gan_loss(fake_logits: torch.Tensor, weight: torch.Tensor) -> torch
 
 
 def hand_boxes(
-    keypoints: torch.Tensor, size: tuple[int, int], min_confidence: float = 0.3, margin: float = 0.3, min_side: float = 0.08
+    keypoints: torch.Tensor,
+    size: tuple[int, int],
+    min_confidence: float = 0.3,
+    margin: float = 0.3,
+    min_side: float = 0.08,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Square crop boxes around each hand's confident keypoints.
 
@@ -80,4 +84,3 @@ def crop(images: torch.Tensor, boxes: torch.Tensor, out_size: int) -> torch.Tens
     grid = torch.stack(torch.broadcast_tensors(xs[..., None, :], ys[..., :, None]), -1)  # (B, K, S, S, 2)
     repeated = images[:, None].expand(B, K, C, H, W).reshape(B * K, C, H, W)
     return F.grid_sample(repeated, grid.reshape(B * K, out_size, out_size, 2), align_corners=False)
-

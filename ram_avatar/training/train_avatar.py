@@ -215,7 +215,7 @@ def train_step(batch: dict, parts: dict, config: TrainConfig, accelerator) -> di
         discriminator_loss,
         generator_gan_loss,
         hand_boxes,
-    )  # fmt: skip
+    )
 
     generator, discriminator = parts["generator"], parts["discriminator"]
     bg = batch.get("background", config.background)  # (B, 3, 1, 1) per triplet, see background_colours
@@ -247,7 +247,9 @@ def train_step(batch: dict, parts: dict, config: TrainConfig, accelerator) -> di
     perceptual = parts["perceptual"]
     if perceptual is not None:
         size = config.perceptual_size
-        small = (lambda x: F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)) if size else (lambda x: x)  # noqa: E731
+        small = (
+            (lambda x: F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)) if size else (lambda x: x)
+        )  # noqa: E731
         terms["perceptual"] = perceptual(small(pred), small(gt))
         if config.hand_perceptual > 0:
             boxes, valid = hand_boxes(batch["maps"]["hand_keypoints"], tuple(gt.shape[-2:]))
@@ -355,7 +357,9 @@ class Trainer:
             log_with = "tensorboard"
         except ImportError:
             log_with = None
-            print("tensorboard is not installed: no TensorBoard logs (pip install tensorboard==2.20.0)", file=sys.stderr)
+            print(
+                "tensorboard is not installed: no TensorBoard logs (pip install tensorboard==2.20.0)", file=sys.stderr
+            )
         self.accelerator = Accelerator(
             cpu=cpu, log_with=log_with, project_dir=str(self.out), step_scheduler_with_optimizer=False
         )
@@ -379,7 +383,9 @@ class Trainer:
         self.train_set = TripletDataset(self.subject, cache, self.train_frames, self.train_frames)
         self.held_out_set = TripletDataset(self.subject, cache, self.held_out, None)
 
-        discriminator = TemporalDiscriminator(self.config.discriminator_channels, self.config.discriminator_layers).to(device)
+        discriminator = TemporalDiscriminator(self.config.discriminator_channels, self.config.discriminator_layers).to(
+            device
+        )
         c = self.config
         opt_g = torch.optim.Adam(generator.parameters(), lr=c.lr, betas=c.betas)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=c.lr_discriminator, betas=c.betas)
@@ -398,13 +404,20 @@ class Trainer:
             loss = PerceptualLoss()
             perceptual = loss.to(device) if loss.available else None  # it warned once when not
         self.parts = dict(
-            generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d,
-            sched_g=sched_g, sched_d=sched_d, perceptual=perceptual,
-        )  # fmt: skip
+            generator=generator,
+            discriminator=discriminator,
+            opt_g=opt_g,
+            opt_d=opt_d,
+            sched_g=sched_g,
+            sched_d=sched_d,
+            perceptual=perceptual,
+        )
         self.state = {"step": 0, "best": None, "history": [], "train_seconds": 0.0}
         if resume:
             self._load_checkpoint()
-        sampler = StepBatchSampler(len(self.train_set), c.batch_size, c.seed * 1000 + accelerator.process_index, self.state["step"])
+        sampler = StepBatchSampler(
+            len(self.train_set), c.batch_size, c.seed * 1000 + accelerator.process_index, self.state["step"]
+        )
         self.loader = torch.utils.data.DataLoader(
             self.train_set, batch_sampler=sampler, num_workers=c.num_workers, persistent_workers=c.num_workers > 0
         )
@@ -426,7 +439,9 @@ class Trainer:
         saved_file, last = self.out / CONFIG_FILE, self.out / CHECKPOINTS / "last"
         if not resume:
             if last.exists():
-                raise FileExistsError(f"{self.out} already holds a training run: pass --resume to continue it, or choose another OUT_DIR")
+                raise FileExistsError(
+                    f"{self.out} already holds a training run: pass --resume to continue it, or choose another OUT_DIR"
+                )
             return config
         if not last.is_dir() or not saved_file.is_file():
             raise FileNotFoundError(f"nothing to resume: {last} is missing; start without --resume")
@@ -465,7 +480,10 @@ class Trainer:
         from safetensors.torch import load_file
 
         last = self.out / CHECKPOINTS / "last"
-        advice = f"replace {last} with a copy of {last.parent / 'best'} to resume from an earlier step, or start a new OUT_DIR"
+        advice = (
+            f"replace {last} with a copy of {last.parent / 'best'} to resume from an earlier step, or start a "
+            "new OUT_DIR"
+        )
         check_checkpoint(last, advice)
         try:
             self.accelerator.load_state(str(last))
@@ -520,7 +538,12 @@ class Trainer:
         start, started_at = time.monotonic(), state["step"]
         deadline = None if self.minutes is None else start + 60 * self.minutes
         self._clock = None if deadline is None else (start, deadline)  # the LR schedule's time axis
-        bar = tqdm(total=until_step, initial=state["step"], desc="train", disable=not (self.progress and accelerator.is_main_process))
+        bar = tqdm(
+            total=until_step,
+            initial=state["step"],
+            desc="train",
+            disable=not (self.progress and accelerator.is_main_process),
+        )
         batches = iter(self.loader)
         for model in (self.parts["generator"], self.parts["discriminator"]):
             model.train()
@@ -582,18 +605,30 @@ class Trainer:
 
         c, state = self.config, self.state
         metrics = {
-            "model": type(self.ema).__name__, "config": c.config, "model_overrides": c.model_overrides,
-            "steps": state["step"], "train_minutes": state["train_seconds"] / 60,
-            "device": str(self.accelerator.device), "processes": self.accelerator.num_processes,
-            "subject": str(self.subject_dir), "train_frames": len(self.train_frames),
-            "held_out_frames": self.held_out, "background": c.background, "held_out": final, "best": state["best"],
-        }  # fmt: skip
-        save_avatar(self.ema, self.out / "avatar", self.subject, c, metrics, self.repo_id, preview=self._white_preview())
+            "model": type(self.ema).__name__,
+            "config": c.config,
+            "model_overrides": c.model_overrides,
+            "steps": state["step"],
+            "train_minutes": state["train_seconds"] / 60,
+            "device": str(self.accelerator.device),
+            "processes": self.accelerator.num_processes,
+            "subject": str(self.subject_dir),
+            "train_frames": len(self.train_frames),
+            "held_out_frames": self.held_out,
+            "background": c.background,
+            "held_out": final,
+            "best": state["best"],
+        }
+        save_avatar(
+            self.ema, self.out / "avatar", self.subject, c, metrics, self.repo_id, preview=self._white_preview()
+        )
         _write_json(self.out / "metrics.json", metrics)
         return metrics
 
 
-def train(subject_dir: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig | None = None, **options: Any) -> dict[str, Any]:
+def train(
+    subject_dir: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig | None = None, **options: Any
+) -> dict[str, Any]:
     """Train an avatar on ``subject_dir`` into ``out_dir``; returns the metrics.json content.
 
     ``options`` are :class:`Trainer`'s keyword arguments (``resume``, ``minutes``, ...).

@@ -93,7 +93,11 @@ def unproject_colours(
         frames = slice(start, min(start + batch_size, N))
         image, mask = (torch.as_tensor(np.stack([np.asarray(a[i]) for i in range(N)[frames]])) for a in (images, masks))
         scale = 255.0 if image.dtype == torch.uint8 else 1.0
-        cams = camera if camera.batch_size == 1 else Camera(camera.K[frames], camera.R[frames], camera.t[frames], camera.image_size)
+        cams = (
+            camera
+            if camera.batch_size == 1
+            else Camera(camera.K[frames], camera.R[frames], camera.t[frames], camera.image_size)
+        )
         expr = expression if expression is None or expression.shape[0] == 1 else expression[frames]
         s, w = _splat_frames(template, pose[frames], cams, image, mask / scale, size, shape, expr, scale)
         sums, weights = sums + s.cpu(), weights + w.cpu()
