@@ -218,6 +218,7 @@ def cases(big_frames: int) -> list[Case]:
         ),
         Case("zero-frame npz", zero_frame_npz),
         Case("png renamed .bvh", bad_bvh),
+        Case("wave_hello.bvh, --max-frames 4 (baseline)", lambda d: _animate(AVATAR, WAVE, d / "out.mp4"), expect=0),
         Case(
             f"bvh {big_frames} frames, --max-frames 4",
             lambda d: _animate(AVATAR, _big_bvh(d, big_frames), d / "out.mp4"),
