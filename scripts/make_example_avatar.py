@@ -92,7 +92,7 @@ def main() -> None:
         raise SystemExit(f"{CLIP} is missing: the example is built from the shared data beside the project")
 
     from ram_avatar.mda import train_prior, train_subject_decoder
-    from ram_avatar.mda.train import load_decoder, load_prior
+    from ram_avatar.mda.load import load_decoder, load_prior
     from ram_avatar.pipelines import RamAvatarPipeline
     from ram_avatar.tracking.pipeline import track
     from ram_avatar.training import TrainConfig, train
