@@ -1,6 +1,6 @@
 """Build the bundled example avatar ``examples/avatars/dancer-rt256`` and the example motions.
 
-    python scripts/make_example_avatar.py --minutes 90          # [--work outputs/example_work]
+    python scripts/make_example_avatar.py --minutes 30          # [--work outputs/example_work]
     python scripts/make_example_avatar.py --more-minutes 60     # train the same run longer, rebuild
 
 1. tracks ``../shared/data/video/tfjs_synthetic_dance_static_576.mp4`` (a *synthetic*, rendered
@@ -75,9 +75,9 @@ the MIT licence:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=90.0, help="avatar training wall time (default 90)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="avatar training wall time (default 30)")
     parser.add_argument(
-        "--steps", type=int, default=6000, help="avatar training steps / LR schedule length (default 6000)"
+        "--steps", type=int, default=3000, help="avatar training steps / LR schedule length (default 3000)"
     )
     parser.add_argument(
         "--more-minutes", type=float, default=None, help="train an existing run this much longer, then rebuild"
