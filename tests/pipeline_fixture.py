@@ -7,6 +7,7 @@ subject's MDA decoder trained a few steps -> ``RamAvatarPipeline.from_training``
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,12 @@ TINY = dict(
     style_dim=8,
     decoder_convs=1,
 )
+# `ram-avatar train` options for a run of a few seconds on the synthetic subject (no perceptual loss)
+TINY_TRAIN_OPTIONS = [
+    *("--steps", "2", "--batch-size", "1", "--held-out-every", "4"),
+    *("--set", "perceptual=0", "--set", "hand_perceptual=0", "--set", "discriminator_channels=8"),
+    *("--model", f"widths={json.dumps(TINY['widths'])}", "--model", "texture_size=32"),
+]
 FAST = dict(
     batch_size=2,
     warmup_steps=2,

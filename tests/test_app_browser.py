@@ -42,9 +42,9 @@ pytestmark = [
 ]
 
 
-def test_animate_the_example_in_a_browser(tmp_path, monkeypatch):
-    from playwright import sync_api  # a test dependency (pip install -e ".[test]")
-
+def launch_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The app, offline, on a free local port, with its zoo and outputs in ``tmp_path``: (app module,
+    Blocks, URL)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -55,6 +55,13 @@ def test_animate_the_example_in_a_browser(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
     app = importlib.reload(importlib.import_module("app"))
     demo, (_, url, _) = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    return app, demo, url
+
+
+def test_animate_the_example_in_a_browser(tmp_path, monkeypatch):
+    from playwright import sync_api  # a test dependency (pip install -e ".[test]")
+
+    app, demo, url = launch_app(tmp_path, monkeypatch)
     shots = ROOT / "outputs" / "screenshots"
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)

@@ -9,29 +9,16 @@ avatar and ``../shared/data`` (the clip).
 
 from __future__ import annotations
 
-import importlib
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_app_browser import ARGS as BROWSER_ARGS
+from test_app_browser import CHROMIUM, EXAMPLE, ROOT, launch_app
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-EXAMPLE = ROOT / "examples" / "avatars" / "dancer-rt256"
 CLIP = "video/tfjs_synthetic_dance_static_576.mp4"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-]  # a .y4m as the camera
+ARGS = [*BROWSER_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]  # a .y4m as the camera
 
 pytestmark = [
     pytest.mark.slow,  # ~20-60 s on 2 CPU cores: a browser streams a webcam to the app, which renders the avatar
@@ -74,15 +61,7 @@ def test_the_live_tab_streams_a_webcam_to_the_avatar(tmp_path, monkeypatch, shar
     from playwright import sync_api  # a test dependency (pip install -e ".[test]")
 
     camera = write_y4m(shared_data / CLIP, tmp_path / "camera.y4m", frames=60)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(RAM_AVATAR_ZOO=tmp_path / "zoo", RAM_AVATAR_APP_OUTPUTS=tmp_path / "outputs", HF_HUB_OFFLINE="1")
-    for key, value in env.items():
-        monkeypatch.setenv(key, str(value))  # restored after the test, as is sys.path
-    monkeypatch.syspath_prepend(str(ROOT))
-    app = importlib.reload(importlib.import_module("app"))
-    demo, (_, url, _) = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    app, demo, url = launch_app(tmp_path, monkeypatch)
     shots = ROOT / "outputs" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     outside = []  # requests that leave this machine: the app must work offline
@@ -103,7 +82,9 @@ def test_the_live_tab_streams_a_webcam_to_the_avatar(tmp_path, monkeypatch, shar
                 sources.add(avatar.get_attribute("src"))
                 page.wait_for_timeout(200)
             assert len(sources) >= 3, sources  # new avatar frames keep arriving
-            assert page.evaluate("document.querySelector('#live-avatar img').naturalWidth") == 256  # the example's
+            # the width of a loaded frame (the src may have just changed: 0 until the new one loads)
+            loaded = "() => document.querySelector('#live-avatar img').naturalWidth || false"
+            assert page.wait_for_function(loaded, timeout=30_000).json_value() == 256  # the example's
             (tab,) = app._live.values()  # one browser session, one live loop
             rendered = tab.live.stats.rendered
             until(lambda: tab.live.stats.rendered > rendered + 5, 60, "more avatar frames rendered")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 from pathlib import Path
 
@@ -134,27 +133,7 @@ def test_a_damaged_optimizer_file_on_resume_is_one_line_naming_it(tmp_path, caps
 
     subject = write_subject(tmp_path / "subject", pipeline_fixture.synthetic_subject(anny_template))
     out = tmp_path / "run"
-    args = [
-        "train",
-        str(subject),
-        str(out),
-        "--steps",
-        "2",
-        "--batch-size",
-        "1",
-        "--held-out-every",
-        "4",
-        "--set",
-        "perceptual=0",
-        "--set",
-        "hand_perceptual=0",
-        "--set",
-        "discriminator_channels=8",
-        "--model",
-        f"widths={json.dumps(pipeline_fixture.TINY['widths'])}",
-        "--model",
-        "texture_size=32",
-    ]
+    args = ["train", str(subject), str(out), *pipeline_fixture.TINY_TRAIN_OPTIONS]
     trainer = Trainer(subject, out, config_from_args(build_parser().parse_args(args)), progress=False)
     trainer._save_checkpoint(is_best=False)  # a checkpoint at step 0: no training needed
     optimizer = out / "checkpoints" / "last" / "optimizer.bin"

@@ -321,26 +321,7 @@ def test_cli_train_runs_and_reports(subject_dir, tmp_path, capsys):
     from ram_avatar.training.train_avatar import main
 
     out = tmp_path / "cli"
-    args = [
-        str(subject_dir),
-        str(out),
-        "--steps",
-        "2",
-        "--batch-size",
-        "1",
-        "--held-out-every",
-        "4",
-        "--set",
-        "perceptual=0",
-        "--set",
-        "hand_perceptual=0",
-        "--set",
-        "discriminator_channels=8",
-        "--model",
-        f"widths={json.dumps(TINY['widths'])}",
-        "--model",
-        "texture_size=32",
-    ]
+    args = [str(subject_dir), str(out), *pipeline_fixture.TINY_TRAIN_OPTIONS]
     assert main(args) == 0
     assert "held-out: psnr" in capsys.readouterr().out
     assert json.loads((out / "metrics.json").read_text())["steps"] == 2

@@ -300,14 +300,9 @@ class ClipSource:
     """
 
     def __init__(self, path: str | os.PathLike, *, max_side: int = 720, realtime: bool = True, preload: bool = False):
-        from ram_avatar.limits import check_limit
         from ram_avatar.tracking.video import probe_video
 
-        self.info = probe_video(path)
-        name = Path(path).name
-        check_limit("video_file_mb", Path(path).stat().st_size / 2**20, name)
-        check_limit("video_pixels", self.info.size[0] * self.info.size[1], name)
-        check_limit("fps", self.info.fps, name)
+        self.info = probe_video(path)  # also checks the file against the video limits
         scale = min(1.0, max_side / max(self.info.size))
         self.size = (round(self.info.size[0] * scale), round(self.info.size[1] * scale))
         self.fps, self.realtime, self.skipped = self.info.fps, realtime, 0
