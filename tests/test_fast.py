@@ -74,6 +74,19 @@ def test_wavelet_fold_is_the_inverse_haar_transform():
     torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
 
 
+def test_fast_edge_spread_at_the_frame_border_equals_eager(anny_template, scene):
+    pose, _, face = scene
+    body = anny_template(pose)
+    camera = Camera.framing(body.vertices[:1], image_size=(SIZE, SIZE), margin=-0.1)  # feet and hands cut off
+    model = randomized(RamAvatar(**TINY, colour_skip=True, edge_spread=3))
+    maps = model.prepare_inputs(anny_template, pose, camera, face_points=face, previous_pose=pose[[1, 0]])
+    assert maps["mask"][:, [0, -1]].any()  # the body touches the frame's top and bottom
+    with torch.no_grad():
+        expected, got = model(maps), optimize_for_inference(model, collapse_texture=False)(maps)
+    for key in ("rgb", "alpha"):
+        torch.testing.assert_close(got[key], expected[key], atol=EXACT, rtol=0)
+
+
 @pytest.mark.parametrize(
     "switches",
     [
@@ -82,6 +95,7 @@ def test_wavelet_fold_is_the_inverse_haar_transform():
         {"temporal_attention": False},
         {"face_map": False, "hand_map": False},
         {"colour_skip": True},
+        {"colour_skip": True, "edge_spread": 3},
     ],
 )
 def test_fast_avatar_without_collapse_equals_eager(anny_template, scene, switches):

@@ -137,6 +137,31 @@ def test_outputs_are_clamped_with_a_gradient_that_brings_them_back():
     assert raw.grad.flatten().tolist() == [1.0, 0.0, 1.0, 1.0]
 
 
+def test_spread_edge_carries_colour_and_a_fading_alpha_past_the_outline_only():
+    from ram_avatar.models.avatar import colour_base, spread_edge
+
+    mask = torch.zeros(1, 12, 12)
+    mask[:, 4:8, 4:8] = 1  # a 4 x 4 body: red on the left half, blue on the right
+    colour = torch.zeros(1, 3, 12, 12)
+    colour[:, 0, 4:8, 4:6], colour[:, 2, 4:8, 6:8] = 0.3, -0.2
+    out, alpha = spread_edge(colour, mask, 2)
+    assert torch.equal(out[..., 4:8, 4:8], colour[..., 4:8, 4:8])  # the body keeps its colours ...
+    assert torch.equal(alpha[..., 4:8, 4:8], torch.ones(1, 1, 4, 4))  # ... and is opaque
+    assert out[0, :, 5, 2].tolist() == pytest.approx([0.3, 0, 0])  # 2 px left of the body: red
+    assert out[0, :, 5, 9].tolist() == pytest.approx([0, 0, -0.2])  # 2 px right: blue
+    assert out[0, :, 2, 3].tolist() == pytest.approx([0.3, 0, 0])  # above and left: red only
+    assert out[0, 0, 2, 6].item() == pytest.approx(0.3 / 2) and out[0, 2, 2, 6].item() == pytest.approx(-0.2 / 2)
+    # alpha: the fraction of the 5 x 5 box that is body, fading outwards
+    assert alpha[0, 0, 5, 3].item() == pytest.approx(8 / 25) and alpha[0, 0, 5, 2].item() == pytest.approx(4 / 25)
+    assert alpha[0, 0, 2, 2].item() == pytest.approx(1 / 25)
+    far = torch.ones(12, 12, dtype=torch.bool)
+    far[2:10, 2:10] = False
+    assert out[..., far].abs().max() == 0 and alpha[..., far].max() == 0  # beyond the reach: nothing
+    base = colour_base(colour, mask, 2)
+    assert torch.equal(base[:, :3], out) and torch.equal(base[:, 3:], alpha - 0.5)
+    assert torch.equal(colour_base(colour, mask)[:, 3], mask - 0.5)  # no spread: the hard template edge
+
+
 def brute_force_criss_cross(query, key, value, power):
     """Pixel by pixel: softmax over its row and column (itself once) of d(i, u) * <q_i, k_u>."""
     B, _, h, w = query.shape

@@ -70,9 +70,11 @@ class BaselineUNet(
         face_map: bool = True,
         hand_map: bool = True,
         colour_skip: bool = False,
+        edge_spread: int = 0,
     ):
         super().__init__()
-        self.colour_skip = colour_skip  # as RamAvatar's: the textured body is the starting image
+        # as RamAvatar's: the textured body, carried edge_spread pixels past its outline, is the starting image
+        self.colour_skip, self.edge_spread = colour_skip, edge_spread
         self.texture = NeuralTexture(texture_channels, texture_size, texture_levels)
         self.face = FaceMap(face_code_channels, map_hidden, map_channels) if face_map else None
         self.hand = HandMap(map_hidden, map_channels, hand_line_sigma) if hand_map else None
@@ -94,5 +96,5 @@ class BaselineUNet(
         current = self.texture(maps["uv"], maps["mask"])
         raw = self.unet(torch.cat([current, *encode_parts(maps, self.face, self.hand)], 1))
         if self.colour_skip:
-            raw = raw + colour_base(current[:, :3], maps["mask"])
+            raw = raw + colour_base(current[:, :3], maps["mask"], self.edge_spread)
         return to_rgba(raw)

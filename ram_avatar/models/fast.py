@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ram_avatar.models.avatar import RamAvatar, previous_features, texture_map_names
+from ram_avatar.models.avatar import RamAvatar, previous_features, spread_edge, texture_map_names
 from ram_avatar.models.dual_attention import attention_size
 from ram_avatar.models.face_map import (
     FACE_LANDMARKS,
@@ -346,6 +346,7 @@ class FastRamAvatar(nn.Module):
         self.expand_distance = avatar.expand_distance
         self.uses_expanded, self.uses_previous = avatar.uses_expanded, avatar.uses_previous
         self.colour_skip = getattr(avatar, "colour_skip", False)
+        self.edge_spread = getattr(avatar, "edge_spread", 0)
         images = avatar.texture.images()
         textures = [collapse_pyramid(images)] if collapse_texture else [i.permute(0, 2, 3, 1) for i in images]
         self.textures = nn.ParameterList(nn.Parameter(t, requires_grad=False) for t in textures)
@@ -433,9 +434,19 @@ class FastRamAvatar(nn.Module):
         else:  # the colour base is zero off the body: added box by box, then to_rgba's clamp
             rgba = self.renderer.from_stem(stem, (H, W))
             rgba[:, 3].add_(maps["mask"].to(rgba.dtype)).sub_(0.5)
-            h, w = body.shape[-2] - 3, body.shape[-1] - 3
+            h, w, s = body.shape[-2] - 3, body.shape[-1] - 3, self.edge_spread
             for b, (y0, x0) in enumerate(origins):
-                rgba[b, :3, y0 : y0 + h, x0 : x0 + w] += body[b, :3, 1 : h + 1, 1 : w + 1]
+                colour = body[b : b + 1, :3, 1 : h + 1, 1 : w + 1]
+                if s:  # in the box grown by s: zero past the frame, as the eager path's padding
+                    mask = F.pad(maps["mask"][b : b + 1, y0 : y0 + h, x0 : x0 + w].to(colour.dtype), (s,) * 4)
+                    colour, alpha = spread_edge(F.pad(colour, (s,) * 4), mask, s)
+                    top, left, bottom, right = max(y0 - s, 0), max(x0 - s, 0), min(y0 + h + s, H), min(x0 + w + s, W)
+                    rows, cols = slice(top - y0 + s, bottom - y0 + s), slice(left - x0 + s, right - x0 + s)
+                    extra = (alpha - mask[:, None])[..., rows, cols]  # the alpha past the body
+                    colour = colour[..., rows, cols]
+                    y0, x0 = top, left
+                    rgba[b, 3:, y0 : y0 + colour.shape[-2], x0 : x0 + colour.shape[-1]] += extra[0]
+                rgba[b, :3, y0 : y0 + colour.shape[-2], x0 : x0 + colour.shape[-1]] += colour[0]
             rgba = rgba.add_(0.5).clamp_(0, 1)
         return {"rgb": rgba[:, :3], "alpha": rgba[:, 3:], "features": pooled}
 

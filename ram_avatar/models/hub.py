@@ -37,6 +37,7 @@ CONFIG_RANGES: dict[str, tuple[float, float]] = {
     "style_dim": (1, 4096),
     "n_mlp": (0, 16),
     "decoder_convs": (1, 16),
+    "edge_spread": (0, 64),
     "latent_dim": (1, 4096),
     "hidden_dim": (1, 65536),
     "num_layers": (1, 64),
