@@ -157,6 +157,16 @@ def test_meta_json_is_the_documented_v1_layout(subject_dir: Path):
     assert sorted(os.listdir(subject_dir / "frames")) == [f"{i:06d}.png" for i in range(N)]
 
 
+def test_optional_surface_offsets_round_trip_and_are_bounded(tmp_path: Path):
+    data = make_subject()
+    assert data.offsets is None and load_subject(write_subject(tmp_path / "plain", data)).offsets is None
+    data.offsets = np.linspace(-0.02, 0.1, 50, dtype=np.float32)
+    np.testing.assert_array_equal(load_subject(write_subject(tmp_path / "thick", data)).offsets, data.offsets)
+    data.offsets[3] = 0.8  # 80 cm out: a bug, not clothes
+    with pytest.raises(SubjectFormatError, match=r"smplx.npz: offsets must be within \+-0.5 m"):
+        write_subject(tmp_path / "bad", data)
+
+
 def test_optional_face_mesh_and_extra_files_are_allowed(tmp_path: Path):
     data = make_subject()
     del data.keypoints["face_mesh"]

@@ -271,6 +271,32 @@ def test_clear_errors(pipe, avatar_dir, tmp_path):
         RamAvatarPipeline.from_pretrained(broken)
 
 
+def test_surface_offsets_travel_with_the_avatar_and_widen_its_body(pipe, motion, tmp_path):
+    from ram_avatar.pipelines import AvatarFormatError, RamAvatarPipeline
+
+    V = pipe.template.num_vertices
+    thick = RamAvatarPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "plain"), device="cpu")
+    thick.offsets = torch.full((V,), 0.05)
+    folder = thick.save_pretrained(tmp_path / "thick")
+    assert len(json.loads((folder / "avatar.json").read_text())["template"]["offsets"]) == V
+    again = RamAvatarPipeline.from_pretrained(folder, device="cpu")
+    torch.testing.assert_close(again.offsets, torch.full((V,), 0.05))
+    covered = [
+        (p(motion, background=(0.0, 0.0, 0.0), max_frames=3, progress=False).frames > 8).any(-1).sum()
+        for p in (pipe, again)
+    ]
+    assert covered[1] > 1.1 * covered[0], covered  # the body 5 cm thicker all round
+    manifest = json.loads((folder / "avatar.json").read_text())
+    manifest["template"]["offsets"] = manifest["template"]["offsets"][:10]
+    (folder / "avatar.json").write_text(json.dumps(manifest))
+    with pytest.raises(AvatarFormatError, match="surface offsets have 10 values"):
+        RamAvatarPipeline.from_pretrained(folder, device="cpu")(motion, progress=False)
+    manifest["template"]["offsets"] = [2.0] * V
+    (folder / "avatar.json").write_text(json.dumps(manifest))
+    with pytest.raises(AvatarFormatError, match="template.offsets"):
+        RamAvatarPipeline.from_pretrained(folder, device="cpu")
+
+
 def test_push_uploads_the_whole_folder(pipe, monkeypatch):
     import huggingface_hub
     from huggingface_hub import RepoUrl

@@ -112,7 +112,7 @@ def test_the_preview_plays_at_the_clips_exact_frame_rate(tmp_path, anny_template
     camera = Camera(*(m.expand(frames, *m.shape[1:]) for m in (camera.K, camera.R, camera.t)), (size, size))
     path = tmp_path / "preview.mp4"
     shape, expression = anny_template.default_shape()[0], torch.zeros(frames, anny_template.expression_dim)
-    iou = pipeline.write_preview(path, anny_template, detections, pose, shape, expression, camera, progress=False)
+    iou = pipeline.write_preview(path, anny_template, detections, pose, shape, expression, None, camera, progress=False)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         assert stream.average_rate == 12.5 and stream.frames == frames

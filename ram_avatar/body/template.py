@@ -44,6 +44,7 @@ class BodyTemplate(torch.nn.Module):
         pose: SmplxPose,
         shape: torch.Tensor | None = None,
         expression: torch.Tensor | None = None,
+        offsets: torch.Tensor | None = None,
     ) -> BodyOutput:
         """Pose the body.
 
@@ -51,12 +52,19 @@ class BodyTemplate(torch.nn.Module):
             pose: SMPL-X-layout pose, batch B.
             shape: (B or 1, shape_dim) in the template's own shape space; None = default.
             expression: (B or 1, expression_dim) in the template's own space; None = neutral.
+            offsets: (V,) metres each vertex is moved along the posed body's normal (a person's
+                clothes, hair and build beyond the shape space: ``ram_avatar.tracking.surface``);
+                None = none. Joints do not move.
         """
         vertices, joints = self.pose_vertices(pose, shape, expression)
         adjacency = getattr(self, "_vertex_faces", None)
         if adjacency is None or adjacency.device != self.faces.device:  # once per device
             adjacency = self._vertex_faces = vertex_faces(self.faces, vertices.shape[1])
-        return BodyOutput(vertices=vertices, joints=joints, normals=vertex_normals(vertices, self.faces, adjacency))
+        normals = vertex_normals(vertices, self.faces, adjacency)
+        if offsets is not None:
+            vertices = vertices + offsets.to(vertices)[:, None] * normals  # (B, V, 3)
+            normals = vertex_normals(vertices, self.faces, adjacency)
+        return BodyOutput(vertices=vertices, joints=joints, normals=normals)
 
     def pose_vertices(
         self,

@@ -43,6 +43,7 @@ SMPLX_ARRAYS: dict[str, tuple[int | str, ...]] = {
     "transl": ("N", 3),
     "shape": ("S",),
     "expression": ("N", "E"),
+    "offsets": ("V",),  # optional: surface offsets along the normals, metres (V template vertices)
 }
 CAMERA_ARRAYS: dict[str, tuple[int | str, ...]] = {
     "K": ("N", 3, 3),
@@ -57,7 +58,8 @@ KEYPOINT_ARRAYS: dict[str, tuple[int | str, ...]] = {
     "face": ("N", "Kf", 3),
     "face_mesh": ("N", "Kf", 3),  # optional
 }
-OPTIONAL_ARRAYS = frozenset({"face_mesh"})
+OPTIONAL_ARRAYS = frozenset({"face_mesh", "offsets"})
+MAX_OFFSET = 0.5  # metres: a surface offset beyond this is a bug, not clothes
 DETECTIONS = ("body", "left_hand", "right_hand", "face")  # [x, y, confidence] arrays
 # Which layout name in meta.json "keypoints" describes which array size.
 LAYOUT_SIZES = {"body": "Kb", "hand": "Kh", "face": "Kf"}
@@ -301,5 +303,10 @@ def check_subject_arrays(
                 f"{root / SMPLX_FILE}: {key} has {sizes[size]} parameters, but "
                 f"{root / META_FILE} body_template.{key}_labels names {len(labels)}"
             )
+    if "offsets" in smplx and np.abs(smplx["offsets"]).max(initial=0) > MAX_OFFSET:
+        raise SubjectFormatError(
+            f"{root / SMPLX_FILE}: offsets must be within +-{MAX_OFFSET} m of the template's surface, "
+            f"found {np.abs(smplx['offsets']).max():.3g} m"
+        )
     _check_camera(str(root / CAMERA_FILE), camera)
     _check_keypoints(str(root / KEYPOINTS_FILE), keypoints, meta, str(root / META_FILE))

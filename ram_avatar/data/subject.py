@@ -115,6 +115,9 @@ class SubjectData:
     source_video: str  # file name of the original video
     source_size: tuple[int, int]  # (H0, W0) of the original video
     frame_indices: list[int]  # index of each frame in the original video
+    # (V,) float32 metres each template vertex sits out along the posed normal (clothes, hair,
+    # build beyond the shape space; ram_avatar.tracking.surface), or None
+    offsets: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -223,6 +226,7 @@ def _load(root: Path, decode: bool) -> SubjectData:
         source_video=meta["source"]["video"],
         source_size=tuple(meta["source"]["size"]),
         frame_indices=list(meta["source"]["frame_indices"]),
+        offsets=smplx.get("offsets"),
     )
 
 
@@ -290,6 +294,8 @@ def _to_files(data: SubjectData, target: Path) -> tuple[dict, dict, dict, dict]:
     }
     check_meta(meta, str(target / META_FILE))
     smplx = _float32({**data.pose.to_numpy(), "shape": data.shape, "expression": data.expression})
+    if data.offsets is not None:
+        smplx["offsets"] = np.asarray(data.offsets, np.float32)
     camera, keypoints = _float32(vars(data.camera)), _float32(data.keypoints)
     check_subject_arrays(target, meta, smplx, camera, keypoints)
     return meta, smplx, camera, keypoints

@@ -90,6 +90,7 @@ def prepare_inputs(
     expand_distance: float = 0.03,
     attention_downsample: int = 4,
     expanded: bool = True,
+    offsets: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Build the avatar's ``maps`` for a batch of B frames (see the module docstring).
 
@@ -105,10 +106,11 @@ def prepare_inputs(
         expand_distance: metres the expanded body is pushed out along its normals.
         attention_downsample: frame size / attention map size.
         expanded: render the expanded body (only spatial attention needs it).
+        offsets: (V,) the subject's surface offsets (``BodyTemplate.forward``); None: none.
     """
     size = camera.image_size
     with torch.no_grad():  # the maps are inputs: nothing upstream of them is trained
-        body = template(pose, shape, expression)
+        body = template(pose, shape, expression, offsets)
         uv, mask = uv_maps(body.vertices, template, camera, size)
         maps = {"uv": uv, "mask": mask}
         if expanded:
@@ -117,7 +119,7 @@ def prepare_inputs(
                 body.expanded(expand_distance), template, camera.resize(small), small
             )
         if previous_pose is not None:
-            previous = template(previous_pose, shape, previous_expression)
+            previous = template(previous_pose, shape, previous_expression, offsets)
             maps["uv_previous"], maps["mask_previous"] = uv_maps(
                 previous.vertices, template, previous_camera or camera, size
             )

@@ -93,6 +93,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+MAX_VERTICES = 1_000_000  # template vertices a surface offset list may name (Anny: 13,718; SMPL-X: 10,475)
+
+
 def check_manifest(manifest: dict[str, Any], label: str) -> None:
     """Check the types and ranges of an ``avatar.json``'s values (``label`` names it in errors);
     ``image_size`` and ``fps`` against the limits ``image_size`` and ``fps``."""
@@ -115,6 +118,13 @@ def check_manifest(manifest: dict[str, Any], label: str) -> None:
     shape = template.get("shape")
     if not (isinstance(shape, list) and len(shape) <= 1024 and all(_is_number(v) for v in shape)):
         raise bad("template.shape", "a list of at most 1024 finite numbers")
+    offsets = template.get("offsets", [])
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) <= MAX_VERTICES
+        and all(_is_number(v) and abs(v) <= 0.5 for v in offsets)
+    ):
+        raise bad("template.offsets", f"a list of at most {MAX_VERTICES} numbers within +-0.5 (metres)")
     framing = manifest["framing"]
     if not isinstance(framing, dict):
         raise bad("framing", "an object with 'focal', 'pelvis_uv' and 'pelvis_depth'")

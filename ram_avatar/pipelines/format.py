@@ -18,11 +18,14 @@ pickled)::
 ``avatar.json``::
 
     {"format": "ram-avatar-avatar", "version": 1, "name": "dancer-rt256",
-     "template": {"name": "anny", "shape_space": "anny-phenotype-6", "shape": [6 floats]},
+     "template": {"name": "anny", "shape_space": "anny-phenotype-6", "shape": [6 floats],
+                  "offsets": [V floats]},
      "image_size": [256, 256], "fps": 30.0,
      "framing": {"focal": 400.0, "pelvis_uv": [0.5, 0.55], "pelvis_depth": 2.6},
      "source": {"video": "clip.mp4", "frames": 120, "synthetic": false}}
 
+``template.offsets`` (optional): metres each template vertex sits out along the posed normal,
+the person's clothes, hair and build beyond the shape space (``ram_avatar.tracking.surface``).
 ``source.synthetic``: the video showed a rendered, synthetic person (the model cards then say so
 rather than ask for the person's consent; absent: false). ``framing``: see
 :mod:`ram_avatar.pipelines.framing`.
@@ -93,6 +96,7 @@ def load_avatar_folder(
         "avatar": parts["avatar"],
         "template_name": manifest["template"]["name"],
         "shape": torch.tensor(manifest["template"]["shape"]),
+        "offsets": None if "offsets" not in manifest["template"] else torch.tensor(manifest["template"]["offsets"]),
         "framing": Framing.from_dict(manifest["framing"]),
         "fps": manifest["fps"],
         "image_size": tuple(manifest["image_size"]),

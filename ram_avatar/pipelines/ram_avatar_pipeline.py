@@ -118,6 +118,7 @@ class RamAvatarPipeline:
         avatar_files: dict[str, bytes] | None = None,
         device: str | torch.device | None = None,
         body_model_path: str | None = None,
+        offsets: torch.Tensor | None = None,
     ):
         from ram_avatar.device import default_device
 
@@ -131,12 +132,14 @@ class RamAvatarPipeline:
         self.avatar = avatar.to(self.device).eval()
         self.template_name, self.body_model_path = template_name, body_model_path
         self.shape = torch.as_tensor(shape, dtype=torch.float32).flatten()
+        # (V,) surface offsets of the subject's body (clothes, hair; BodyTemplate.forward), or None
+        self.offsets = None if offsets is None else torch.as_tensor(offsets, dtype=torch.float32).flatten()
         self.framing, self.fps, self.image_size = framing, float(fps), (int(image_size[0]), int(image_size[1]))
         self.face_rig = None if face_rig is None else torch.as_tensor(face_rig, dtype=torch.float32)
         self.decoder = None if decoder is None else decoder.to(self.device).eval()
         self.prior = None if prior is None else prior.to(self.device).eval()
         self.name = name
-        self.template_info = dict(template_info or {"name": template_name})
+        self.template_info = {k: v for k, v in (template_info or {"name": template_name}).items() if k != "offsets"}
         self.source = dict(source or {})
         self.avatar_files = dict(avatar_files or {})  # README.md / metrics.json kept with the network
         self._template = None
@@ -157,7 +160,20 @@ class RamAvatarPipeline:
                     f"the avatar's body shape has {self.shape.numel()} values but the {self.template_name} template "
                     f"takes {self._template.shape_dim}: the avatar was made with another template version"
                 )
+            if self.offsets is not None and self.offsets.numel() != self._template.num_vertices:
+                raise AvatarFormatError(
+                    f"the avatar's surface offsets have {self.offsets.numel()} values but the {self.template_name} "
+                    f"template has {self._template.num_vertices} vertices: the avatar was made with another template"
+                )
         return self._template
+
+    @property
+    def body_offsets(self) -> torch.Tensor | None:
+        """The surface offsets (V,) on the pipeline's device, checked against the template, or None."""
+        if self.offsets is None:
+            return None
+        self.template  # noqa: B018  (loads the template and checks the offsets' length)
+        return self.offsets.to(self.device)
 
     @property
     def has_mda(self) -> bool:
@@ -258,15 +274,19 @@ class RamAvatarPipeline:
             avatar_files=extras,
             device=device,
             body_model_path=body_model_path,
+            offsets=None if subject.offsets is None else torch.as_tensor(np.asarray(subject.offsets, np.float32)),
         )
 
     def manifest(self) -> dict[str, Any]:
         """The ``avatar.json`` content (:mod:`ram_avatar.pipelines.format`)."""
+        template = {**self.template_info, "name": self.template_name, "shape": [float(v) for v in self.shape]}
+        if self.offsets is not None:  # 0.1 mm steps: ~7 characters a vertex
+            template["offsets"] = [round(float(v), 4) for v in self.offsets]
         return {
             "format": FORMAT,
             "version": VERSION,
             "name": self.name,
-            "template": {**self.template_info, "name": self.template_name, "shape": [float(v) for v in self.shape]},
+            "template": template,
             "image_size": list(self.image_size),
             "fps": self.fps,
             "framing": self.framing.to_dict(),

@@ -146,7 +146,7 @@ class Streamer:
         """Stage one of a chunk after MDA: cameras, face points, the avatar's input maps (and the
         overlay's shaded template) for the frames ``frames``, posed as ``pose``."""
         pipe = self.pipe
-        template, shape = pipe.template, pipe.shape[None].to(pipe.device)
+        template, shape, offsets = pipe.template, pipe.shape[None].to(pipe.device), pipe.body_offsets
         pelvis = self.rest[0] + pose.transl
         pelvis[:, 1] = self.height  # follow on the ground plane only
         camera = pipe.framing.cameras(pelvis, pipe.image_size)
@@ -155,9 +155,9 @@ class Streamer:
             expression = driving.expression[frames].to(pipe.device)
         face_points = self._face_points(pose, camera, driving, frames)
         maps = pipe.avatar.prepare_inputs(
-            template, pose, camera, shape=shape, expression=expression, face_points=face_points
+            template, pose, camera, shape=shape, expression=expression, face_points=face_points, offsets=offsets
         )
-        shaded = _shaded_template(template, pose, shape, expression, camera) if self.overlay else None
+        shaded = _shaded_template(template, pose, shape, expression, offsets, camera) if self.overlay else None
         return _PreparedChunk(frames, maps, shaded, mda)
 
     def _draw(
@@ -316,13 +316,14 @@ def _shaded_template(  # noqa: ANN202
     pose: SmplxPose,
     shape: torch.Tensor,
     expression: torch.Tensor | None,
+    offsets: torch.Tensor | None,
     camera: Camera,  # noqa: ANN001
 ):
     """The posed template shaded by canonical colour: (B, H, W, 3) uint8 and its mask (B, H, W)."""
     from ram_avatar.demo import shade
     from ram_avatar.render import interpolate, rasterize
 
-    body = template(pose, shape, expression)
+    body = template(pose, shape, expression, offsets)
     fragments = rasterize(body.vertices, template.faces, camera, camera.image_size)
     canonical = interpolate(fragments, template.faces, template.canonical)
     normals = interpolate(fragments, template.faces, body.normals @ camera.R[0].T)

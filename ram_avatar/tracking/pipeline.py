@@ -6,7 +6,8 @@ so that ``resume=True`` skips the finished ones after a crash or Ctrl-C:
 1. ``detect``  decode, MediaPipe Holistic, square crops, refined person masks
    (:func:`~ram_avatar.tracking.detect.detect_clip`);
 2. ``fit``     the body template fitted to the keypoints and masks (:mod:`.fit`);
-3. ``face``    the 3D face landmark mesh and the template's facial actions (:mod:`.face`).
+3. ``face``    the 3D face landmark mesh and the template's facial actions (:mod:`.face`);
+4. ``surface`` per-vertex offsets along the normals for clothes, hair and build (:mod:`.surface`).
 
 Then the subject dataset is written atomically (:func:`ram_avatar.data.write_subject`), with a
 ``preview.mp4`` (detections | fitted template over each frame) and ``fit_errors.csv`` beside
@@ -42,6 +43,7 @@ from ram_avatar.render import Camera, interpolate, rasterize
 from ram_avatar.tracking.detect import Detections, detect_clip
 from ram_avatar.tracking.face import fit_expressions, lift_face_mesh, split_jaw
 from ram_avatar.tracking.fit import fit_body
+from ram_avatar.tracking.surface import fit_surface_offsets
 
 PREVIEW_FILE = "preview.mp4"
 ERRORS_FILE = "fit_errors.csv"
@@ -161,6 +163,7 @@ def write_preview(
     pose: SmplxPose,
     shape: torch.Tensor,
     expression: torch.Tensor,
+    offsets: torch.Tensor | None,
     camera: Camera,
     progress: bool = True,
 ) -> np.ndarray:
@@ -170,7 +173,7 @@ def write_preview(
     iou = np.zeros(len(frames), np.float32)
     with VideoWriter(path, detections.fps) as video:
         for i in tqdm(range(len(frames)), desc="preview", unit="frame", disable=not progress):
-            body = template(pose[i : i + 1], shape[None], expression[i : i + 1])
+            body = template(pose[i : i + 1], shape[None], expression[i : i + 1], offsets)
             colours, silhouette = _shade(template, body.vertices, body.normals, camera[i : i + 1])
             silhouette = silhouette[0].cpu().numpy()
             person = masks[i] > 127
@@ -324,6 +327,14 @@ def track(
         pose.jaw_pose = torch.as_tensor(face["jaw"], device=device)
         expression = torch.as_tensor(face["expression"], device=device)
 
+        stage = work / "surface.npz"
+        if not stage.is_file():
+            offsets = fit_surface_offsets(
+                template, pose, shape, camera, detections.masks, expression, max_iters=fit_iters, progress=progress
+            )
+            _save(stage, offsets=offsets)
+        offsets = _load(stage)["offsets"]
+
         subject = SubjectData(
             frames=detections.frames,
             masks=detections.masks,
@@ -339,8 +350,12 @@ def track(
             source_video=clip.name,
             source_size=tuple(detections.source_size),
             frame_indices=[int(i) for i in detections.frame_indices],
+            offsets=offsets,
         )
-        iou = write_preview(work / PREVIEW_FILE, template, detections, pose, shape, expression, camera, progress)
+        offsets = torch.as_tensor(offsets, device=device)
+        iou = write_preview(
+            work / PREVIEW_FILE, template, detections, pose, shape, expression, offsets, camera, progress
+        )
         errors = {
             "body_px": fit["body_px"],
             "left_hand_px": fit["left_hand_px"],

@@ -55,6 +55,11 @@ def frame_params(
     return pose, cameras, tensor(subject.expression)
 
 
+def subject_offsets(subject: SubjectData, device: torch.device) -> torch.Tensor | None:
+    """The subject's surface offsets (V,) as a tensor on ``device``, or None when it has none."""
+    return None if subject.offsets is None else torch.as_tensor(np.asarray(subject.offsets, np.float32), device=device)
+
+
 def detected_hands(subject: SubjectData, frames: slice, template_hands: torch.Tensor) -> torch.Tensor:
     """(B, 2, 21, 3) the subject's detected hand keypoints; a hand not detected in a frame (all
     confidences 0) takes the posed template's projected hand instead, so the hand map is never
@@ -73,6 +78,7 @@ def _fingerprint(subject: SubjectData, settings: dict) -> str:
     digest = hashlib.sha256(json.dumps({**settings, "version": CACHE_VERSION}, sort_keys=True).encode())
     camera = subject.camera
     arrays = [*subject.pose.to_numpy().values(), subject.shape, subject.expression, camera.K, camera.R, camera.t]
+    arrays += [] if subject.offsets is None else [subject.offsets]
     arrays += [subject.keypoints[k] for k in sorted(subject.keypoints)]
     for array in arrays:
         digest.update(np.ascontiguousarray(array, np.float32).tobytes())
@@ -109,6 +115,7 @@ def build_map_cache(
     with staged_folder(folder) as staging:  # renamed into place whole; removed on any error
         N, device = subject.num_frames, template.faces.device
         shape = torch.as_tensor(np.asarray(subject.shape, np.float32), device=device)[None]
+        offsets = subject_offsets(subject, device)
         arrays: dict[str, np.ndarray] = {}
         for start in tqdm(range(0, N, batch_size), desc="input maps", disable=not progress, leave=False):
             frames = slice(start, min(start + batch_size, N))
@@ -123,6 +130,7 @@ def build_map_cache(
                 shape=shape,
                 expression=expression,
                 face_points=face_points_from_keypoints(face, mesh),
+                offsets=offsets,
                 expand_distance=expand_distance,
                 attention_downsample=attention_downsample,
                 expanded=expanded,

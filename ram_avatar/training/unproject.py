@@ -70,14 +70,15 @@ def unproject_colours(
     *,
     shape: torch.Tensor | None = None,
     expression: torch.Tensor | None = None,
+    offsets: torch.Tensor | None = None,
     batch_size: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The frames' colours unprojected onto the template's atlas.
 
     Args:
-        template / pose / camera / shape / expression: the posed body of N frames and their N
-            (or 1) cameras (``camera.image_size`` = the frames' (H, W)); shape (1, S),
-            expression (N or 1, E).
+        template / pose / camera / shape / expression / offsets: the posed body of N frames and
+            their N (or 1) cameras (``camera.image_size`` = the frames' (H, W)); shape (1, S),
+            expression (N or 1, E), offsets (V,) or None.
         images: N frames (H, W, 3), uint8 or float in [0, 1]; masks: N person masks (H, W), same
             scale. Any sequence indexed by frame (an array, or lazily decoded files): only
             ``batch_size`` frames are in memory at once.
@@ -99,14 +100,14 @@ def unproject_colours(
             else Camera(camera.K[frames], camera.R[frames], camera.t[frames], camera.image_size)
         )
         expr = expression if expression is None or expression.shape[0] == 1 else expression[frames]
-        s, w = _splat_frames(template, pose[frames], cams, image, mask / scale, size, shape, expr, scale)
+        body = template(pose[frames], shape, expr, offsets)
+        s, w = _splat_frames(template, body, cams, image, mask / scale, size, scale)
         sums, weights = sums + s.cpu(), weights + w.cpu()
     return push_pull(sums, weights).clamp(0, 1), weights
 
 
-def _splat_frames(template, pose, camera, images, person, size, shape, expression, scale):  # noqa: ANN001, ANN202
-    """:func:`splat` of a batch of frames (see :func:`unproject_colours`)."""
-    body = template(pose, shape, expression)
+def _splat_frames(template, body, camera, images, person, size, scale):  # noqa: ANN001, ANN202
+    """:func:`splat` of a batch of frames, their posed ``body`` (see :func:`unproject_colours`)."""
     fragments = rasterize(body.vertices, template.faces, camera, camera.image_size)
     uv = interpolate(fragments, template.uv_faces, template.uvs)  # (B, H, W, 2)
     normals = F.normalize(interpolate(fragments, template.faces, body.normals), dim=-1)  # (B, H, W, 3) world
@@ -132,10 +133,13 @@ def subject_colours(subject, template: BodyTemplate, frames: list[int], size: in
     split only: held-out frames must not leak into the avatar) on ``template``'s atlas."""
     from torch.utils.data import Subset
 
-    from ram_avatar.training.data import frame_params
+    from ram_avatar.training.data import frame_params, subject_offsets
 
     device = template.faces.device
     pose, camera, expression = frame_params(subject, frames, device)
     shape = torch.as_tensor(np.asarray(subject.shape, np.float32), device=device)[None]
     images, masks = Subset(subject.frames, frames), Subset(subject.masks, frames)  # decoded batch by batch
-    return unproject_colours(template, pose, camera, images, masks, size, shape=shape, expression=expression)[0]
+    offsets = subject_offsets(subject, device)
+    return unproject_colours(
+        template, pose, camera, images, masks, size, shape=shape, expression=expression, offsets=offsets
+    )[0]
