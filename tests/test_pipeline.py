@@ -272,13 +272,15 @@ def test_clear_errors(pipe, avatar_dir, tmp_path):
 
 
 def test_surface_offsets_travel_with_the_avatar_and_widen_its_body(pipe, motion, tmp_path):
+    from safetensors.torch import save_file
+
     from ram_avatar.pipelines import AvatarFormatError, RamAvatarPipeline
 
     V = pipe.template.num_vertices
     thick = RamAvatarPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "plain"), device="cpu")
     thick.offsets = torch.full((V,), 0.05)
     folder = thick.save_pretrained(tmp_path / "thick")
-    assert len(json.loads((folder / "avatar.json").read_text())["template"]["offsets"]) == V
+    assert (folder / "surface_offsets.safetensors").is_file()
     again = RamAvatarPipeline.from_pretrained(folder, device="cpu")
     torch.testing.assert_close(again.offsets, torch.full((V,), 0.05))
     covered = [
@@ -286,14 +288,14 @@ def test_surface_offsets_travel_with_the_avatar_and_widen_its_body(pipe, motion,
         for p in (pipe, again)
     ]
     assert covered[1] > 1.1 * covered[0], covered  # the body 5 cm thicker all round
-    manifest = json.loads((folder / "avatar.json").read_text())
-    manifest["template"]["offsets"] = manifest["template"]["offsets"][:10]
-    (folder / "avatar.json").write_text(json.dumps(manifest))
+    save_file({"offsets": torch.zeros(10)}, folder / "surface_offsets.safetensors")
     with pytest.raises(AvatarFormatError, match="surface offsets have 10 values"):
         RamAvatarPipeline.from_pretrained(folder, device="cpu")(motion, progress=False)
-    manifest["template"]["offsets"] = [2.0] * V
-    (folder / "avatar.json").write_text(json.dumps(manifest))
-    with pytest.raises(AvatarFormatError, match="template.offsets"):
+    save_file({"offsets": torch.full((V,), 2.0)}, folder / "surface_offsets.safetensors")
+    with pytest.raises(AvatarFormatError, match="beyond"):
+        RamAvatarPipeline.from_pretrained(folder, device="cpu")
+    save_file({"offsets": torch.zeros(V, 3)}, folder / "surface_offsets.safetensors")
+    with pytest.raises(AvatarFormatError, match="one float32 per template vertex"):
         RamAvatarPipeline.from_pretrained(folder, device="cpu")
 
 

@@ -202,7 +202,10 @@ def _info(args: argparse.Namespace) -> int:
         f"{info['fps']:g} fps"
     )
     print(f"  body template {info['template']['name']}, shape {[round(v, 3) for v in info['template']['shape']]}")
-    print(f"  motion align (MDA): {'yes' if info['mda'] else 'no'}; face rig: {'yes' if info['face_rig'] else 'no'}")
+    print(
+        f"  motion align (MDA): {'yes' if info['mda'] else 'no'}; face rig: {'yes' if info['face_rig'] else 'no'}; "
+        f"surface offsets: {'yes' if info.get('surface_offsets') else 'no'}"
+    )
     if info["source"]:
         print(f"  trained from {info['source'].get('video')} ({info['source'].get('frames')} frames)")
     if info["training"]:

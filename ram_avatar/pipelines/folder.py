@@ -24,6 +24,7 @@ MANIFEST = "avatar.json"
 FORMAT = "ram-avatar-avatar"
 VERSION = 1
 FACE_RIG = "face_rig.safetensors"
+SURFACE = "surface_offsets.safetensors"
 PARTS = {"avatar": "avatar", "decoder": "pose_decoder", "prior": "pose_prior"}
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.md", "*.png"]  # what is downloaded and uploaded: never pickles
 COMPONENTS = "model_index.json"  # each part's library and class, in diffusers' convention
@@ -93,9 +94,6 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-MAX_VERTICES = 1_000_000  # template vertices a surface offset list may name (Anny: 13,718; SMPL-X: 10,475)
-
-
 def check_manifest(manifest: dict[str, Any], label: str) -> None:
     """Check the types and ranges of an ``avatar.json``'s values (``label`` names it in errors);
     ``image_size`` and ``fps`` against the limits ``image_size`` and ``fps``."""
@@ -118,13 +116,6 @@ def check_manifest(manifest: dict[str, Any], label: str) -> None:
     shape = template.get("shape")
     if not (isinstance(shape, list) and len(shape) <= 1024 and all(_is_number(v) for v in shape)):
         raise bad("template.shape", "a list of at most 1024 finite numbers")
-    offsets = template.get("offsets", [])
-    if not (
-        isinstance(offsets, list)
-        and len(offsets) <= MAX_VERTICES
-        and all(_is_number(v) and abs(v) <= 0.5 for v in offsets)
-    ):
-        raise bad("template.offsets", f"a list of at most {MAX_VERTICES} numbers within +-0.5 (metres)")
     framing = manifest["framing"]
     if not isinstance(framing, dict):
         raise bad("framing", "an object with 'focal', 'pelvis_uv' and 'pelvis_depth'")
@@ -304,6 +295,7 @@ def describe_avatar(
         "config": _json(network / "config.json"),
         "mda": "pose_decoder" in components,
         "face_rig": (folder / FACE_RIG).is_file(),
+        "surface_offsets": (folder / SURFACE).is_file(),
         "training": {k: metrics.get(k) for k in ("config", "steps", "train_minutes", "held_out") if k in metrics},
     }
 

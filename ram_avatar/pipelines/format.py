@@ -11,6 +11,10 @@ pickled)::
     face_rig.safetensors   ``face_landmarks`` (478, 3): the subject's median MediaPipe face mesh in
                            its head joint's frame (metres); drawn on the driven head, since mocap
                            has no face landmarks (optional)
+    surface_offsets.safetensors
+                           ``offsets`` (V,): metres each template vertex sits out along the posed
+                           normal, the person's clothes, hair and build beyond the shape space
+                           (``ram_avatar.tracking.surface``; optional)
     pose_decoder/          the subject's SubjectPoseDecoder for MDA (optional)
     pose_prior/            the PoseVAE the decoder was trained against (with pose_decoder/)
     README.md              the avatar's model card
@@ -18,14 +22,11 @@ pickled)::
 ``avatar.json``::
 
     {"format": "ram-avatar-avatar", "version": 1, "name": "dancer-rt256",
-     "template": {"name": "anny", "shape_space": "anny-phenotype-6", "shape": [6 floats],
-                  "offsets": [V floats]},
+     "template": {"name": "anny", "shape_space": "anny-phenotype-6", "shape": [6 floats]},
      "image_size": [256, 256], "fps": 30.0,
      "framing": {"focal": 400.0, "pelvis_uv": [0.5, 0.55], "pelvis_depth": 2.6},
      "source": {"video": "clip.mp4", "frames": 120, "synthetic": false}}
 
-``template.offsets`` (optional): metres each template vertex sits out along the posed normal,
-the person's clothes, hair and build beyond the shape space (``ram_avatar.tracking.surface``).
 ``source.synthetic``: the video showed a rendered, synthetic person (the model cards then say so
 rather than ask for the person's consent; absent: false). ``framing``: see
 :mod:`ram_avatar.pipelines.framing`.
@@ -61,6 +62,7 @@ from ram_avatar.pipelines.folder import (
     FACE_RIG,
     MANIFEST,
     PIPELINE_CLASS,
+    SURFACE,
     AvatarFormatError,
     avatar_folder,
     read_components,
@@ -96,7 +98,7 @@ def load_avatar_folder(
         "avatar": parts["avatar"],
         "template_name": manifest["template"]["name"],
         "shape": torch.tensor(manifest["template"]["shape"]),
-        "offsets": None if "offsets" not in manifest["template"] else torch.tensor(manifest["template"]["offsets"]),
+        "offsets": surface_offsets(folder),
         "framing": Framing.from_dict(manifest["framing"]),
         "fps": manifest["fps"],
         "image_size": tuple(manifest["image_size"]),
@@ -108,6 +110,19 @@ def load_avatar_folder(
         "source": manifest.get("source"),
         "avatar_files": _extras(folder / "avatar"),
     }
+
+
+def surface_offsets(folder: Path) -> torch.Tensor | None:
+    """The avatar's ``surface_offsets.safetensors`` (V,) (header already checked), or None.
+    Raises AvatarFormatError for a value that is not finite or beyond +-0.5 m."""
+    if not (folder / SURFACE).is_file():
+        return None
+    from safetensors.torch import load_file
+
+    offsets = load_file(folder / SURFACE)["offsets"]
+    if not (torch.isfinite(offsets).all() and offsets.abs().max() <= 0.5):
+        raise AvatarFormatError(f"{SURFACE} holds offsets that are not finite or beyond +-0.5 m; re-save the avatar")
+    return offsets
 
 
 def load_network(folder: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, bytes]]:
@@ -167,6 +182,8 @@ def save_avatar_folder(pipe: RamAvatarPipeline, folder: str | os.PathLike, repo_
             _cpu_copy(pipe.prior).save_pretrained(staging / "pose_prior")
         if pipe.face_rig is not None:
             save_file({"face_landmarks": pipe.face_rig.contiguous()}, staging / FACE_RIG)
+        if pipe.offsets is not None:
+            save_file({"offsets": pipe.offsets.contiguous()}, staging / SURFACE)
         (staging / MANIFEST).write_text(json.dumps(pipe.manifest(), indent=2) + "\n", encoding="utf-8")
         (staging / COMPONENTS).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(pipe.model_card(where), encoding="utf-8")

@@ -139,7 +139,7 @@ class RamAvatarPipeline:
         self.decoder = None if decoder is None else decoder.to(self.device).eval()
         self.prior = None if prior is None else prior.to(self.device).eval()
         self.name = name
-        self.template_info = {k: v for k, v in (template_info or {"name": template_name}).items() if k != "offsets"}
+        self.template_info = dict(template_info or {"name": template_name})
         self.source = dict(source or {})
         self.avatar_files = dict(avatar_files or {})  # README.md / metrics.json kept with the network
         self._template = None
@@ -280,8 +280,6 @@ class RamAvatarPipeline:
     def manifest(self) -> dict[str, Any]:
         """The ``avatar.json`` content (:mod:`ram_avatar.pipelines.format`)."""
         template = {**self.template_info, "name": self.template_name, "shape": [float(v) for v in self.shape]}
-        if self.offsets is not None:  # 0.1 mm steps: ~7 characters a vertex
-            template["offsets"] = [round(float(v), 4) for v in self.offsets]
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -354,6 +352,7 @@ class RamAvatarPipeline:
             "config": config,
             "mda": self.has_mda,
             "face_rig": self.face_rig is not None,
+            "surface_offsets": self.offsets is not None,
             "training": {k: metrics.get(k) for k in ("config", "steps", "train_minutes", "held_out") if k in metrics},
         }
 

@@ -5,7 +5,8 @@
 ``read_manifest`` has checked ``avatar.json``; here each network (``avatar/``, and
 ``pose_decoder/`` + ``pose_prior/`` where present) has its ``config.json`` checked (types, ranges),
 its ``model.safetensors`` header checked against the file and against the network its config
-describes (built on the meta device: no memory), and ``face_rig.safetensors`` its header; then
+describes (built on the meta device: no memory), and ``face_rig.safetensors`` and
+``surface_offsets.safetensors`` their headers (the offsets' values when loaded); then
 the memory the avatar needs — the networks' parameters plus one frame's activations at the
 avatar's ``image_size`` (:func:`frame_activation_bytes`) — is checked against the limit
 ``avatar_memory_gb``. So a damaged file, a config asking for 10^6 channels or an ``image_size``
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ram_avatar.limits import check_limit
-from ram_avatar.pipelines.folder import FACE_RIG, AvatarFormatError, read_components, safetensors_header
+from ram_avatar.pipelines.folder import FACE_RIG, SURFACE, AvatarFormatError, read_components, safetensors_header
 
+MAX_VERTICES = 1_000_000  # template vertices surface offsets may have (Anny: 13,718; SMPL-X: 10,475)
 FACE_RIG_SHAPE = (478, 3)  # MediaPipe's face mesh: 478 points in the head joint's frame
 FLOAT_BYTES = 4  # the networks run in float32
 CACHE_BYTES = 64 * 2**20  # an allowance for what rendering caches whatever the frame size
@@ -53,6 +55,13 @@ def check_avatar_folder(
             raise AvatarFormatError(
                 f"{FACE_RIG} must hold 'face_landmarks' of shape {list(FACE_RIG_SHAPE)}, "
                 f"found {list(rig[1]) if rig else 'none'}; re-save the avatar"
+            )
+    if (folder / SURFACE).is_file():
+        offsets = safetensors_header(folder / SURFACE, SURFACE).get("offsets")
+        if offsets is None or offsets[0] != "F32" or len(offsets[1]) != 1 or offsets[1][0] > MAX_VERTICES:
+            raise AvatarFormatError(
+                f"{SURFACE} must hold 'offsets', one float32 per template vertex (at most {MAX_VERTICES}), "
+                f"found {list(offsets[1]) if offsets else 'none'}; re-save the avatar"
             )
     needed += frame_activation_bytes(avatar_config, tuple(manifest["image_size"]))
     check_limit("avatar_memory_gb", needed / 2**30, f"{manifest.get('name') or folder.name}, in GB")
