@@ -114,14 +114,18 @@ def load_avatar_folder(
 
 def surface_offsets(folder: Path) -> torch.Tensor | None:
     """The avatar's ``surface_offsets.safetensors`` (V,) (header already checked), or None.
-    Raises AvatarFormatError for a value that is not finite or beyond +-0.5 m."""
+    Raises AvatarFormatError for a value that is not finite or beyond the subject format's bound."""
     if not (folder / SURFACE).is_file():
         return None
     from safetensors.torch import load_file
 
+    from ram_avatar.data.format import MAX_OFFSET
+
     offsets = load_file(folder / SURFACE)["offsets"]
-    if not (torch.isfinite(offsets).all() and offsets.abs().max() <= 0.5):
-        raise AvatarFormatError(f"{SURFACE} holds offsets that are not finite or beyond +-0.5 m; re-save the avatar")
+    if not (torch.isfinite(offsets).all() and offsets.abs().max() <= MAX_OFFSET):
+        raise AvatarFormatError(
+            f"{SURFACE} holds offsets that are not finite or beyond +-{MAX_OFFSET} m; re-save the avatar"
+        )
     return offsets
 
 

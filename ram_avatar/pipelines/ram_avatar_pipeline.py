@@ -274,17 +274,16 @@ class RamAvatarPipeline:
             avatar_files=extras,
             device=device,
             body_model_path=body_model_path,
-            offsets=None if subject.offsets is None else torch.as_tensor(np.asarray(subject.offsets, np.float32)),
+            offsets=subject.offsets,
         )
 
     def manifest(self) -> dict[str, Any]:
         """The ``avatar.json`` content (:mod:`ram_avatar.pipelines.format`)."""
-        template = {**self.template_info, "name": self.template_name, "shape": [float(v) for v in self.shape]}
         return {
             "format": FORMAT,
             "version": VERSION,
             "name": self.name,
-            "template": template,
+            "template": {**self.template_info, "name": self.template_name, "shape": [float(v) for v in self.shape]},
             "image_size": list(self.image_size),
             "fps": self.fps,
             "framing": self.framing.to_dict(),
