@@ -7,7 +7,9 @@ so that ``resume=True`` skips the finished ones after a crash or Ctrl-C:
    (:func:`~ram_avatar.tracking.detect.detect_clip`);
 2. ``fit``     the body template fitted to the keypoints and masks (:mod:`.fit`);
 3. ``face``    the 3D face landmark mesh and the template's facial actions (:mod:`.face`);
-4. ``surface`` per-vertex offsets along the normals for clothes, hair and build (:mod:`.surface`).
+4. ``surface`` per-vertex offsets along the normals for clothes, hair and build (:mod:`.surface`);
+5. ``align``   per-frame pose corrections that line the textured template up with the frame's
+   pixels (:mod:`.align`).
 
 Then the subject dataset is written atomically (:func:`ram_avatar.data.write_subject`), with a
 ``preview.mp4`` (detections | fitted template over each frame) and ``fit_errors.csv`` beside
@@ -40,6 +42,7 @@ from ram_avatar.body.layout import JOINT_NAMES
 from ram_avatar.data import CameraTrack, SubjectData, TemplateInfo, write_subject
 from ram_avatar.pipelines.video import VideoWriter
 from ram_avatar.render import Camera, interpolate, rasterize
+from ram_avatar.tracking.align import CORRECTED, align_poses
 from ram_avatar.tracking.detect import Detections, detect_clip
 from ram_avatar.tracking.face import fit_expressions, lift_face_mesh, split_jaw
 from ram_avatar.tracking.fit import fit_body
@@ -334,6 +337,24 @@ def track(
             )
             _save(stage, offsets=offsets)
         offsets = _load(stage)["offsets"]
+
+        stage = work / "align.npz"
+        if not stage.is_file():
+            aligned = align_poses(
+                template,
+                pose,
+                shape,
+                camera,
+                detections.frames,
+                detections.masks,
+                expression,
+                torch.as_tensor(offsets, device=device),
+                max_iters=fit_iters,
+                progress=progress,
+            )
+            _save(stage, **{k: getattr(aligned, k).cpu().numpy() for k in CORRECTED})
+        for name, value in _load(stage).items():
+            setattr(pose, name, torch.as_tensor(value, device=device))
 
         subject = SubjectData(
             frames=detections.frames,

@@ -27,7 +27,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--perceptual-size",
         type=int,
         default=None,
-        help="run VGG on frames resized to this side (faster on a CPU; default: full size)",
+        help="run VGG on frames resized to this side (default 128; --set perceptual_size=null: full size)",
     )
     parser.add_argument("--held-out-every", type=int, default=None, help="hold out every k-th frame (default 10)")
     parser.add_argument(
