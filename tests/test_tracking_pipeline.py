@@ -121,7 +121,7 @@ def test_the_preview_plays_at_the_clips_exact_frame_rate(tmp_path, anny_template
     assert [p.name for p in tmp_path.iterdir()] == ["preview.mp4"]
 
 
-@pytest.mark.slow  # ~3 min: the whole clip with the default fit and alignment
+@pytest.mark.slow  # ~3.5 min: the whole clip with the default fit and alignment
 def test_the_default_fit_covers_the_person(tmp_path, shared_data):
     """The default silhouette stage (300 steps) pulls the template onto the person: on this clip at
     256 px it measured mask IoU 0.893 and body points 2.29 px (with the former 40 steps: 0.828 and
