@@ -7,24 +7,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tracking_fixture import turning_scene
 
 from ram_avatar.body import SmplxPose
-from ram_avatar.render import Camera, interpolate, rasterize
+from ram_avatar.render import interpolate, rasterize
 from ram_avatar.tracking.align import AlignConfig, align_poses
 
 SIZE, FRAMES = 96, 6
 
 
 def scene(template):  # noqa: ANN001, ANN201
-    """The template turning and raising its arms in front of a camera at the origin."""
-    pose = SmplxPose.zeros(FRAMES)
-    pose.global_orient[:, 1] = torch.linspace(-0.6, 0.6, FRAMES)
-    pose.body_pose[:, 15, 2] = torch.linspace(-1.2, 0.0, FRAMES)
-    pose.body_pose[:, 16, 2] = torch.linspace(1.2, 0.0, FRAMES)
-    pose.transl[:, 2] = -2.5
-    camera = Camera.look_at(torch.zeros(1, 3), torch.tensor([[0.0, 0.0, -1.0]]), focal=80.0, image_size=(SIZE, SIZE))
-    camera = Camera(*(m.expand(FRAMES, *m.shape[1:]) for m in (camera.K, camera.R, camera.t)), (SIZE, SIZE))
-    return pose, camera
+    return turning_scene(FRAMES, SIZE, turn=0.6, depth=2.5, focal=80.0)
 
 
 def atlas(size: int = 128) -> torch.Tensor:

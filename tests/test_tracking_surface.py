@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tracking_fixture import turning_scene
 
-from ram_avatar.body import SmplxPose
-from ram_avatar.render import Camera, rasterize
+from ram_avatar.render import rasterize
 from ram_avatar.tracking.surface import SurfaceConfig, fit_surface_offsets, hand_vertices
 
 SIZE, FRAMES = 96, 6
 
 
 def scene(template):  # noqa: ANN001, ANN201
-    """Frames of the template turning and raising its arms in front of a camera at the origin."""
-    pose = SmplxPose.zeros(FRAMES)
-    pose.global_orient[:, 1] = torch.linspace(-0.8, 0.8, FRAMES)
-    pose.body_pose[:, 15, 2] = torch.linspace(-1.2, 0.0, FRAMES)
-    pose.body_pose[:, 16, 2] = torch.linspace(1.2, 0.0, FRAMES)
-    pose.transl[:, 2] = -3.0
-    camera = Camera.look_at(torch.zeros(1, 3), torch.tensor([[0.0, 0.0, -1.0]]), focal=70.0, image_size=(SIZE, SIZE))
-    camera = Camera(*(m.expand(FRAMES, *m.shape[1:]) for m in (camera.K, camera.R, camera.t)), (SIZE, SIZE))
-    return pose, camera
+    return turning_scene(FRAMES, SIZE, turn=0.8, depth=3.0, focal=70.0)
 
 
 def masks_of(template, pose, camera, offsets=None) -> np.ndarray:  # noqa: ANN001
