@@ -138,6 +138,8 @@ def align_poses(
     every = torch.arange(N, device=device)
     iters = config.iters if max_iters is None else min(config.iters, max_iters)
     generator = torch.Generator().manual_seed(0)
+    # The frames and masks as unproject_colours reads them (masks on the frames' 0..255 scale).
+    unproject_inputs = (frames_t.cpu().numpy(), (masks_t * 255).round().to(torch.uint8).cpu().numpy())
     bar = tqdm(total=config.rounds * iters, desc="fit: align", disable=not progress, leave=False)
     for _ in range(config.rounds):
         with torch.no_grad():
@@ -145,8 +147,7 @@ def align_poses(
                 template,
                 _corrected(pose, delta, every),
                 camera,
-                frames_t.cpu().numpy(),
-                (masks_t * 255).round().to(torch.uint8).cpu().numpy(),  # the frames' scale
+                *unproject_inputs,
                 config.atlas,
                 shape=shape,
                 expression=expression,
