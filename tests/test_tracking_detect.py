@@ -23,6 +23,7 @@ from ram_avatar.tracking import (
     crop_points,
     detect_clip,
     frame_ranges,
+    guided_filter,
     paste_back,
     probe_video,
     read_video,
@@ -157,6 +158,35 @@ def test_truncated_still_and_short_clips_raise(tmp_path):
         read_video(clip, max_frames=3)
     with pytest.raises(TrackingError, match="folder"):
         read_video(tmp_path)
+
+
+# ------------------------------------------------------------------------------------- masks
+
+
+def _edge_scene() -> tuple[np.ndarray, np.ndarray]:
+    """A noisy guide with a sharp colour edge between x = 39 and 40, and a mask that fades from 1 to 0
+    over 6 px around it (as MediaPipe's upsampled mask does)."""
+    rng = np.random.default_rng(0)
+    guide = np.empty((64, 80, 3), np.uint8)
+    guide[:, :40] = (200, 60, 40)
+    guide[:, 40:] = (30, 90, 160)
+    guide = np.clip(guide + rng.integers(-6, 7, guide.shape), 0, 255).astype(np.uint8)
+    blurry = np.tile(np.clip((np.arange(80) - 37) / 6, 0, 1), (64, 1)).astype(np.float32)
+    return guide, 1 - blurry
+
+
+def test_guided_filter_snaps_a_blurry_mask_to_the_guides_edge():
+    guide, mask = _edge_scene()
+    out = guided_filter(guide, mask, 2, (0.04 * 255) ** 2)
+    assert out.shape == mask.shape and out.dtype == np.float32
+    row = out[32]
+    # At the colour edge the mask now falls much more steeply than the 6-px ramp.
+    assert row[39] > 0.75 and row[40] < 0.4
+    assert row[39] - row[40] > 2 * (mask[32, 39] - mask[32, 40])
+    # Far from the edge, and for a flat mask, nothing moves.
+    assert np.allclose(out[:, :25], mask[:, :25], atol=0.02)
+    flat = np.full(mask.shape, 0.7, np.float32)
+    assert np.allclose(guided_filter(guide, flat, 2, 100.0), 0.7, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------- crops

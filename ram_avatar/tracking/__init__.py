@@ -14,6 +14,7 @@ _NAMES = {
         "PersonDetector",
         "detect_clip",
         "frame_ranges",
+        "guided_filter",
     ),
     _VIDEO: (
         "MIN_FRAMES",
