@@ -79,11 +79,11 @@ def config(**changes):  # noqa: ANN201
 
 @pytest.fixture(scope="module")
 def trained(subject_dir, tmp_path_factory) -> Path:
-    """A short finished run with every loss term (the perceptual ones if VGG16's weights are installed)."""
+    """A short finished run with every loss term: the paper's (``--paper-losses``)."""
     from ram_avatar.training import train
 
     out = tmp_path_factory.mktemp("run")
-    train(subject_dir, out, config(steps=6, perceptual=1.0, hand_perceptual=1.0), progress=False)
+    train(subject_dir, out, config(steps=6, perceptual=1.0, hand_perceptual=1.0, gan=0.01), progress=False)
     return out
 
 
@@ -191,9 +191,10 @@ def test_resume_continues_exactly(subject_dir, tmp_path):
     from ram_avatar.training import Trainer, train
 
     cache = tmp_path / "cache"
-    straight = Trainer(subject_dir, tmp_path / "a", config(steps=4), progress=False, cache_dir=cache)
+    # With the GAN, so that the discriminator, its optimiser and its schedule resume too.
+    straight = Trainer(subject_dir, tmp_path / "a", config(steps=4, gan=0.01), progress=False, cache_dir=cache)
     straight.run()
-    half = config(steps=4, checkpoint_every=2, eval_every=2)
+    half = config(steps=4, gan=0.01, checkpoint_every=2, eval_every=2)
     Trainer(subject_dir, tmp_path / "b", half, progress=False, cache_dir=cache).run(until_step=2)
     with pytest.raises(FileExistsError, match="--resume"):
         train(subject_dir, tmp_path / "b", half, progress=False, cache_dir=cache)
@@ -327,6 +328,31 @@ def test_cli_train_runs_and_reports(subject_dir, tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["steps"] == 2
     assert main([str(subject_dir), str(tmp_path / "none"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_each_avatar_size_trains_with_its_recipe():
+    """rt-256: the CPU recipe (L1 + alpha); the GPU sizes and --paper-losses: the paper's losses."""
+    import argparse
+
+    from ram_avatar.training.cli import add_train_arguments, config_from_args
+    from ram_avatar.training.train_avatar import PAPER_LOSSES, TrainConfig
+
+    cpu = TrainConfig.for_config("rt-256")
+    assert cpu.perceptual == cpu.hand_perceptual == cpu.gan == 0 and cpu.alpha > 1
+    for name in ("hq-512", "paper-1024"):
+        paper = TrainConfig.for_config(name, steps=10)
+        assert (paper.config, paper.steps) == (name, 10)
+        assert all(getattr(paper, key) == value for key, value in PAPER_LOSSES.items())
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    parse = lambda *extra: config_from_args(parser.parse_args(["subject", "out", *extra]))  # noqa: E731
+    assert parse() == cpu
+    assert parse("--paper-losses").gan == PAPER_LOSSES["gan"]
+    assert parse("--paper-losses", "--set", "gan=0").gan == 0  # --set has the last word
+    assert parse("--set", "config=paper-1024").perceptual == PAPER_LOSSES["perceptual"]
+    assert parse("--config", "paper-1024", "--set", "perceptual=0").perceptual == 0
+    with pytest.raises(ValueError, match="unknown --config"):
+        parse("--config", "tiny")
 
 
 def test_hand_boxes_and_crops_cut_out_the_hand():

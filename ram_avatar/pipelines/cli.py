@@ -65,7 +65,7 @@ def create_avatar(
             trainer = Trainer(
                 subject,
                 run,
-                TrainConfig(config=config, steps=steps),
+                TrainConfig.for_config(config, steps=steps),
                 minutes=minutes,
                 resume=(run / "checkpoints" / "last").is_dir(),
                 cpu=device == "cpu",

@@ -22,12 +22,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT_DIR from its last checkpoint")
     parser.add_argument("--baseline", action="store_true", help="train the plain U-Net comparison instead")
     parser.add_argument("--batch-size", type=int, default=None, help="triplets per step and process (default 2)")
-    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 5e-4)")
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the config's recipe)")
+    parser.add_argument(
+        "--paper-losses",
+        action="store_true",
+        help="train with the paper's losses (+ VGG perceptual, hand perceptual, temporal GAN): the default of "
+        "hq-512 and paper-1024; rt-256's CPU recipe is L1 + alpha (twice the steps, better at CPU budgets)",
+    )
     parser.add_argument(
         "--perceptual-size",
         type=int,
         default=None,
-        help="run VGG on frames resized to this side (default 128; --set perceptual_size=null: full size)",
+        help="perceptual loss: VGG sees frames resized to this side (default 128; --set perceptual_size=null: full)",
     )
     parser.add_argument("--held-out-every", type=int, default=None, help="hold out every k-th frame (default 10)")
     parser.add_argument(
@@ -76,11 +82,12 @@ def _pairs(items: list[str], flag: str) -> dict:
 def config_from_args(args: argparse.Namespace):  # noqa: ANN201
     """The ``TrainConfig`` the options describe (defaults where an option is not given)."""
     from ram_avatar.models import config_names
-    from ram_avatar.training.train_avatar import TrainConfig
+    from ram_avatar.training.train_avatar import PAPER_LOSSES, TrainConfig
 
-    if args.config not in config_names():
-        raise ValueError(f"unknown --config {args.config!r}; choose one of {', '.join(config_names())}")
-    values = {"config": args.config, "baseline": args.baseline, **_pairs(args.set, "--set")}
+    values = {"baseline": args.baseline, **(PAPER_LOSSES if args.paper_losses else {}), **_pairs(args.set, "--set")}
+    size = values.pop("config", args.config)
+    if size not in config_names():
+        raise ValueError(f"unknown --config {size!r}; choose one of {', '.join(config_names())}")
     for name in (
         "steps",
         "batch_size",
@@ -97,7 +104,7 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201
         values["eval_every"] = values["checkpoint_every"] = args.eval_every
     if args.model:
         values["model_overrides"] = _pairs(args.model, "--model")
-    return TrainConfig.from_dict(values)
+    return TrainConfig.for_config(size, **values)
 
 
 def run_train(args: argparse.Namespace) -> int:
