@@ -22,7 +22,7 @@ def create_avatar(
     resolution: int = 256,
     config: str = "rt-256",
     minutes: float = 30.0,
-    steps: int = 4000,
+    steps: int = 20_000,
     prior: str | None = None,
     mda: bool = True,
     decoder_steps: int = 2000,
@@ -232,7 +232,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--config", default="rt-256", help="avatar size: rt-256 (default), hq-512, paper-1024")
     create.add_argument("--minutes", type=float, default=30.0, help="training wall-time limit (default 30)")
     create.add_argument(
-        "--steps", type=int, default=4000, help="training steps, also the LR schedule's length (default 4000)"
+        "--steps",
+        type=int,
+        default=20_000,
+        help="training steps at most, and the LR schedule's length (default 20000: on a CPU the minutes end first, "
+        "and the schedule then decays over them)",
     )
     create.add_argument(
         "--prior", default=None, help="pose prior folder / Hub id for the MDA decoder (default: ram-avatar's own)"
