@@ -17,7 +17,15 @@ from pipeline_fixture import TINY
 from ram_avatar.models import RamAvatar
 from ram_avatar.pipelines import Framing, RamAvatarPipeline
 from ram_avatar.training import TrainConfig
-from ram_avatar.training.card import CardError, avatar_card, load_card, metrics_table, parse_card, save_avatar
+from ram_avatar.training.card import (
+    CardError,
+    avatar_card,
+    load_card,
+    loss_mix,
+    metrics_table,
+    parse_card,
+    save_avatar,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "avatars" / "dancer-rt256"
@@ -98,12 +106,19 @@ def test_training_card_snippet_runs_and_titles_the_avatar(tmp_path, anny_templat
     card = (folder / "README.md").read_text()
     check_structure(card, "alice")
     assert REAL_PERSON in card and "| PSNR (dB, higher is better) | 30 | 20 |" in card
+    assert "| losses | L1 1, alpha 10 (" in card  # only the terms the run trained with
     (snippet,) = python_snippets(card)
     assert folder.as_posix() in snippet  # loads from where the card is
     scope: dict = {}
     exec(snippet, scope)  # noqa: S102 (our own generated card)
     assert scope["rgb"].shape == (1, 3, 48, 48) and scope["alpha"].shape == (1, 1, 48, 48)
     assert scope["alpha"].amax() > 0  # the body is in the frame the snippet's camera makes
+
+
+def test_cards_list_the_losses_a_run_trained_with():
+    paper = loss_mix(TrainConfig.for_config("paper-1024"))
+    assert paper == "L1 1, alpha 1, VGG16 perceptual 1, hand perceptual 1, temporal GAN (non-saturating) 0.01"
+    assert loss_mix(TrainConfig(gan=0.05)) == "L1 1, alpha 10, temporal GAN (non-saturating) 0.05"
 
 
 @pytest.mark.parametrize("synthetic", [False, True])

@@ -322,11 +322,7 @@ def avatar_card(  # noqa: ANN201
         batch_size=config.batch_size,
         train_minutes=f"{metrics['train_minutes']:.1f}",
         device=metrics["device"],
-        w_l1=config.l1,
-        w_alpha=config.alpha,
-        w_perceptual=config.perceptual,
-        w_hand=config.hand_perceptual,
-        w_gan=config.gan,
+        losses=loss_mix(config),
         lr=config.lr,
         grad_clip=config.grad_clip,
         ema_decay=config.ema_decay,
@@ -334,6 +330,18 @@ def avatar_card(  # noqa: ANN201
         background=config.background,
         metrics_table=metrics_table(metrics["held_out"] or {}),
     )
+
+
+def loss_mix(config) -> str:  # noqa: ANN001 - a TrainConfig
+    """The loss terms a run trained with and their weights, e.g. ``L1 1, alpha 10``."""
+    terms = [
+        ("L1", config.l1),
+        ("alpha", config.alpha),
+        ("VGG16 perceptual", config.perceptual),
+        ("hand perceptual", config.hand_perceptual),
+        ("temporal GAN (non-saturating)", config.gan),
+    ]
+    return ", ".join(f"{name} {weight:g}" for name, weight in terms if weight > 0)
 
 
 def save_avatar(
