@@ -77,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="avatar training wall time (default 30)")
     parser.add_argument(
-        "--steps", type=int, default=3000, help="avatar training steps / LR schedule length (default 3000)"
+        "--steps", type=int, default=20_000, help="avatar training steps at most / LR schedule length (default 20000)"
     )
     parser.add_argument(
         "--more-minutes", type=float, default=None, help="train an existing run this much longer, then rebuild"
