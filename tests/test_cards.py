@@ -119,6 +119,7 @@ def test_cards_list_the_losses_a_run_trained_with():
     paper = loss_mix(TrainConfig.for_config("paper-1024"))
     assert paper == "L1 1, alpha 1, VGG16 perceptual 1, hand perceptual 1, temporal GAN (non-saturating) 0.01"
     assert loss_mix(TrainConfig(gan=0.05)) == "L1 1, alpha 10, temporal GAN (non-saturating) 0.05"
+    assert loss_mix(TrainConfig(alpha=20, alpha_loss="mse")) == "L1 1, alpha (MSE) 20"
 
 
 @pytest.mark.parametrize("synthetic", [False, True])

@@ -216,6 +216,23 @@ def test_resume_continues_exactly(subject_dir, tmp_path):
     assert resumed.parts["sched_g"].get_last_lr() == straight.parts["sched_g"].get_last_lr()
     with pytest.raises(ValueError, match="different settings"):
         Trainer(subject_dir, tmp_path / "b", config(steps=8, lr=0.5), resume=True, progress=False, cache_dir=cache)
+    # A run saved before ``alpha_loss`` existed trained with L1, the default: it still resumes.
+    saved = tmp_path / "b" / "train_config.json"
+    values = json.loads(saved.read_text())
+    del values["alpha_loss"]
+    saved.write_text(json.dumps(values))
+    longer = dict(steps=6, gan=0.01, checkpoint_every=2, eval_every=2)
+    with pytest.raises(ValueError, match="alpha_loss"):
+        Trainer(
+            subject_dir,
+            tmp_path / "b",
+            config(**longer, alpha_loss="mse"),
+            resume=True,
+            progress=False,
+            cache_dir=cache,
+        )
+    old = config(**longer)
+    assert Trainer(subject_dir, tmp_path / "b", old, resume=True, progress=False, cache_dir=cache).config == old
 
 
 def test_run_writes_checkpoints_preview_metrics_and_card(trained):
@@ -338,7 +355,9 @@ def test_each_avatar_size_trains_with_its_recipe():
     from ram_avatar.training.train_avatar import PAPER_LOSSES, TrainConfig
 
     cpu = TrainConfig.for_config("rt-256")
-    assert cpu.perceptual == cpu.hand_perceptual == cpu.gan == 0 and cpu.alpha > 1
+    assert cpu.perceptual == cpu.hand_perceptual == cpu.gan == 0 and cpu.alpha > 1 and cpu.alpha_loss == "l1"
+    with pytest.raises(ValueError, match="alpha_loss must be one of"):
+        TrainConfig.for_config("rt-256", alpha_loss="huber")
     for name in ("hq-512", "paper-1024"):
         paper = TrainConfig.for_config(name, steps=10)
         assert (paper.config, paper.steps) == (name, 10)

@@ -336,7 +336,7 @@ def loss_mix(config) -> str:  # noqa: ANN001 - a TrainConfig
     """The loss terms a run trained with and their weights, e.g. ``L1 1, alpha 10``."""
     terms = [
         ("L1", config.l1),
-        ("alpha", config.alpha),
+        ("alpha" if config.alpha_loss == "l1" else f"alpha ({config.alpha_loss.upper()})", config.alpha),
         ("VGG16 perceptual", config.perceptual),
         ("hand perceptual", config.hand_perceptual),
         ("temporal GAN (non-saturating)", config.gan),
