@@ -114,6 +114,11 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
 
+    def __post_init__(self) -> None:
+        # Here, not in from_dict, so that a TrainConfig built directly fails now, not at step 1.
+        if self.alpha_loss not in ALPHA_LOSSES:
+            raise ValueError(f"alpha_loss must be one of {list(ALPHA_LOSSES)}, not {self.alpha_loss!r}")
+
     @classmethod
     def for_config(cls, config: str = "rt-256", **values: Any) -> TrainConfig:
         """The training recipe of the named avatar size (``RECIPES``), with ``values`` on top."""
@@ -126,8 +131,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(names)}")
         values = dict(values)
-        if values.get("alpha_loss", "l1") not in ALPHA_LOSSES:
-            raise ValueError(f"alpha_loss must be one of {list(ALPHA_LOSSES)}, not {values['alpha_loss']!r}")
         if "betas" in values:
             values["betas"] = tuple(values["betas"])
         return cls(**values)
