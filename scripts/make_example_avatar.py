@@ -2,6 +2,7 @@
 
     python scripts/make_example_avatar.py --minutes 30          # [--work outputs/example_work]
     python scripts/make_example_avatar.py --more-minutes 60     # train the same run longer, rebuild
+    python scripts/make_example_avatar.py --set alpha=1         # a training setting other than the default
 
 1. tracks ``../shared/data/video/tfjs_synthetic_dance_static_576.mp4`` (a *synthetic*, rendered
    dancer from the TensorFlow.js test data, Apache-2.0: not a real person, so the avatar may be
@@ -82,6 +83,9 @@ def main() -> None:
     parser.add_argument(
         "--more-minutes", type=float, default=None, help="train an existing run this much longer, then rebuild"
     )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=JSON", help="a training setting (see TrainConfig)"
+    )
     parser.add_argument("--prior-steps", type=int, default=3000)
     parser.add_argument("--decoder-steps", type=int, default=1500)
     parser.add_argument("--work", default=str(ROOT / "outputs" / "example_work"), help="intermediate results")
@@ -96,12 +100,13 @@ def main() -> None:
     from ram_avatar.pipelines import RamAvatarPipeline
     from ram_avatar.tracking.pipeline import track
     from ram_avatar.training import TrainConfig, train
+    from ram_avatar.training.cli import parse_pairs
 
     work = Path(args.work)
     subject, run, prior_dir, decoder_dir = work / "subject", work / "train", work / "pose_prior", work / "pose_decoder"
     if not (subject / "meta.json").is_file():
         print(track(CLIP, subject, resolution=256, resume=True))
-    config = TrainConfig.for_config("rt-256", steps=args.steps)  # the default recipe, as `ram-avatar create` trains
+    config = TrainConfig.for_config("rt-256", steps=args.steps, **parse_pairs(args.set, "--set"))
     if not (run / "avatar" / "config.json").is_file():
         train(subject, run, config, minutes=args.minutes, resume=(run / "checkpoints" / "last").is_dir())
     elif args.more_minutes:  # continue the finished run (same settings; --steps may grow)

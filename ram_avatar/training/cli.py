@@ -66,7 +66,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
 
 
-def _pairs(items: list[str], flag: str) -> dict:
+def parse_pairs(items: list[str], flag: str) -> dict:
+    """``["gan=0.05", "config=hq-512"]`` -> ``{"gan": 0.05, "config": "hq-512"}`` (values as JSON, else text)."""
     values = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -84,7 +85,11 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201
     from ram_avatar.models import config_names
     from ram_avatar.training.train_avatar import PAPER_LOSSES, TrainConfig
 
-    values = {"baseline": args.baseline, **(PAPER_LOSSES if args.paper_losses else {}), **_pairs(args.set, "--set")}
+    values = {
+        "baseline": args.baseline,
+        **(PAPER_LOSSES if args.paper_losses else {}),
+        **parse_pairs(args.set, "--set"),
+    }
     size = values.pop("config", args.config)
     if size not in config_names():
         raise ValueError(f"unknown --config {size!r}; choose one of {', '.join(config_names())}")
@@ -103,7 +108,7 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201
     if args.eval_every is not None:
         values["eval_every"] = values["checkpoint_every"] = args.eval_every
     if args.model:
-        values["model_overrides"] = _pairs(args.model, "--model")
+        values["model_overrides"] = parse_pairs(args.model, "--model")
     return TrainConfig.for_config(size, **values)
 
 
