@@ -106,7 +106,7 @@ def main() -> None:
     subject, run, prior_dir, decoder_dir = work / "subject", work / "train", work / "pose_prior", work / "pose_decoder"
     if not (subject / "meta.json").is_file():
         print(track(CLIP, subject, resolution=256, resume=True))
-    config = TrainConfig.for_config("rt-256", steps=args.steps, **parse_pairs(args.set, "--set"))
+    config = TrainConfig.for_config("rt-256", **{"steps": args.steps, **parse_pairs(args.set, "--set")})
     if not (run / "avatar" / "config.json").is_file():
         train(subject, run, config, minutes=args.minutes, resume=(run / "checkpoints" / "last").is_dir())
     elif args.more_minutes:  # continue the finished run (same settings; --steps may grow)
