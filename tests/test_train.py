@@ -4,6 +4,7 @@ loads (local folder and Hub cache, offline) and renders identically, pushing upl
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -149,6 +150,65 @@ def test_cached_maps_match_prepare_inputs(subject_dir, tmp_path, anny_template):
     torch.testing.assert_close(item["maps"]["hand_keypoints"], detected)
 
 
+def test_camera_jitter_sees_the_frame_through_a_moved_camera(subject_dir, tmp_path, anny_template):
+    """Jittered maps are the body rasterized through A @ K, and the frames and keypoints move with
+    them: the GT mask still lies on the body's; with no jitter nothing changes."""
+    from ram_avatar.models import RamAvatar
+    from ram_avatar.training import TripletDataset
+    from ram_avatar.training.augment import CameraJitter, jitter_matrices, warp_points
+    from ram_avatar.training.held_out import model_map_cache
+
+    subject = load_subject(subject_dir)
+    cache = model_map_cache(RamAvatar(**TINY), subject, anny_template, tmp_path, progress=False)
+    settings = json.loads((cache / "settings.json").read_text())
+    frames = list(range(N))
+    items = TripletDataset(subject, cache, frames, frames)
+    batch = torch.utils.data.default_collate([items[i] for i in range(N)])
+
+    still = CameraJitter(subject, anny_template, settings, zoom=0.0, shift=0.0)(batch, seed=0, step=0)
+    for key, value in batch["maps"].items():
+        torch.testing.assert_close(still["maps"][key], value, atol=1e-5, rtol=0)
+    torch.testing.assert_close(still["image"], batch["image"])
+
+    def overlap(body: torch.Tensor, mask: torch.Tensor) -> float:  # (B, H, W) bool, (B, 1, H, W)
+        gt = mask[:, 0] > 0.5
+        return ((body & gt).sum() / (body | gt).sum()).item()
+
+    jitter = CameraJitter(subject, anny_template, settings, zoom=0.3, shift=0.15, roll=20)
+    shifted = jitter.view(batch, torch.tensor([[1.0, 0, 3], [0, 1, -5], [0, 0, 1]]).expand(N, 3, 3))
+    assert torch.equal(shifted["maps"]["mask"], shifted["mask"][:, 0] > 0.5)  # whole pixels: exact
+    moved = jitter(batch, seed=0, step=3)
+    A = jitter_matrices(N, (SIZE, SIZE), 0.3, 0.15, seed=0, step=3, roll=20)
+    assert not torch.allclose(A, torch.eye(3).expand(N, 3, 3), atol=0.05)
+    # Zoomed, a bilinearly resampled 48^2 mask loses thin parts: the overlap is high, not exact.
+    assert overlap(moved["maps"]["mask"], moved["mask"]) > 0.85
+    assert overlap(moved["maps"]["mask"], batch["mask"]) < 0.5  # the body did move
+    assert not torch.equal(moved["maps"]["uv_previous"], batch["maps"]["uv_previous"])
+    # 2D keypoints move as the camera's projection does: project through A @ K.
+    K = torch.from_numpy(subject.camera.K)
+    point = torch.tensor([[0.1, -0.2, 3.0]]).expand(N, 1, 3)  # camera-space points, z ahead
+    project = lambda K: (K @ point.transpose(1, 2)).transpose(1, 2)  # noqa: E731
+    pixels = lambda h: h[..., :2] / h[..., 2:]  # noqa: E731
+    torch.testing.assert_close(warp_points(pixels(project(K)), A), pixels(project(A @ K)))
+    torch.testing.assert_close(
+        moved["maps"]["hand_keypoints"], warp_points(batch["maps"]["hand_keypoints"], A), atol=1e-4, rtol=0
+    )
+
+
+def test_warp_images_moves_a_dot_where_warp_points_does():
+    from ram_avatar.training.augment import warp_images, warp_points
+
+    image = torch.zeros(1, 1, 40, 40)
+    image[0, 0, 10, 20] = 1  # pixel centre (u, v) = (20.5, 10.5)
+    cos, sin = 1.5 * math.cos(0.4), 1.5 * math.sin(0.4)  # a zoom of 1.5, a roll and a shift
+    A = torch.tensor([[[cos, -sin, 2.0], [sin, cos, -9.0], [0.0, 0.0, 1.0]]])
+    warped = warp_images(image, A)[0, 0]
+    v, u = torch.meshgrid(torch.arange(40) + 0.5, torch.arange(40) + 0.5, indexing="ij")
+    centre = torch.stack([(warped * u).sum(), (warped * v).sum()]) / warped.sum()
+    # A half-pixel slip between the two conventions would put it (1.5 - 1) / 2 = 0.25 px off.
+    torch.testing.assert_close(centre, warp_points(torch.tensor([[20.5, 10.5]]), A)[0], atol=0.05, rtol=0)
+
+
 def test_discriminator_labels_real_triplets_as_real():
     """The D loss is low when real (three GT frames) scores high and fake (prediction inside) low."""
     from ram_avatar.training.objectives import discriminator_loss, generator_gan_loss
@@ -192,9 +252,13 @@ def test_resume_continues_exactly(subject_dir, tmp_path):
 
     cache = tmp_path / "cache"
     # With the GAN, so that the discriminator, its optimiser and its schedule resume too.
-    straight = Trainer(subject_dir, tmp_path / "a", config(steps=4, gan=0.01), progress=False, cache_dir=cache)
+    # With camera jitter, whose cameras are a function of the step like the batches.
+    jitter = dict(camera_zoom=0.2, camera_shift=0.1, camera_roll=10)
+    straight = Trainer(
+        subject_dir, tmp_path / "a", config(steps=4, gan=0.01, **jitter), progress=False, cache_dir=cache
+    )
     straight.run()
-    half = config(steps=4, gan=0.01, checkpoint_every=2, eval_every=2)
+    half = config(steps=4, gan=0.01, checkpoint_every=2, eval_every=2, **jitter)
     Trainer(subject_dir, tmp_path / "b", half, progress=False, cache_dir=cache).run(until_step=2)
     with pytest.raises(FileExistsError, match="--resume"):
         train(subject_dir, tmp_path / "b", half, progress=False, cache_dir=cache)
@@ -221,7 +285,7 @@ def test_resume_continues_exactly(subject_dir, tmp_path):
     values = json.loads(saved.read_text())
     del values["alpha_loss"]
     saved.write_text(json.dumps(values))
-    longer = dict(steps=6, gan=0.01, checkpoint_every=2, eval_every=2)
+    longer = dict(steps=6, gan=0.01, checkpoint_every=2, eval_every=2, **jitter)
     with pytest.raises(ValueError, match="alpha_loss"):
         Trainer(
             subject_dir,

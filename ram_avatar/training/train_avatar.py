@@ -105,6 +105,12 @@ class TrainConfig:
     # are not both determined (a dark person on black fits with any alpha), and the avatar shows
     # as a pale ghost on any other background.
     random_background: bool = True
+    # Camera jitter (``ram_avatar.training.augment``): each item seen through a camera zoomed by
+    # up to 1 + camera_zoom, rolled by up to camera_roll degrees and shifted by up to
+    # camera_shift x the frame size; all 0: off.
+    camera_zoom: float = 0.0
+    camera_shift: float = 0.0
+    camera_roll: float = 0.0
     init_colours: bool = True  # colour_skip models: texture colours start from the training frames
     held_out_every: int = 10  # SubjectDataset.split: every k-th frame is held out
     eval_every: int = 500
@@ -118,6 +124,11 @@ class TrainConfig:
         # Here, not in from_dict, so that a TrainConfig built directly fails now, not at step 1.
         if self.alpha_loss not in ALPHA_LOSSES:
             raise ValueError(f"alpha_loss must be one of {list(ALPHA_LOSSES)}, not {self.alpha_loss!r}")
+        if self.camera_zoom < 0 or not 0 <= self.camera_shift < 0.5 or not 0 <= self.camera_roll <= 180:
+            raise ValueError(
+                "camera_zoom must be >= 0, camera_shift in [0, 0.5) (a fraction of the frame size) and "
+                f"camera_roll in [0, 180] degrees; got {self.camera_zoom}, {self.camera_shift} and {self.camera_roll}"
+            )
 
     @classmethod
     def for_config(cls, config: str = "rt-256", **values: Any) -> TrainConfig:
@@ -378,6 +389,7 @@ class Trainer:
         from ram_avatar.data import SubjectDataset, load_subject
         from ram_avatar.losses import PerceptualLoss
         from ram_avatar.models import TemporalDiscriminator
+        from ram_avatar.training.augment import CameraJitter
         from ram_avatar.training.data import StepBatchSampler, TripletDataset
 
         self.subject_dir, self.out = Path(subject_dir), Path(out_dir)
@@ -414,12 +426,13 @@ class Trainer:
             shown = progress and accelerator.is_main_process
             cache = model_map_cache(generator, self.subject, template, cache_dir or self.out / "cache", shown)
         self.train_set = TripletDataset(self.subject, cache, self.train_frames, self.train_frames)
+        c, self.jitter = self.config, None
+        if c.camera_zoom > 0 or c.camera_shift > 0 or c.camera_roll > 0:
+            settings = json.loads((cache / "settings.json").read_text())
+            self.jitter = CameraJitter(self.subject, template, settings, c.camera_zoom, c.camera_shift, c.camera_roll)
         self.held_out_set = TripletDataset(self.subject, cache, self.held_out, None)
 
-        discriminator = TemporalDiscriminator(self.config.discriminator_channels, self.config.discriminator_layers).to(
-            device
-        )
-        c = self.config
+        discriminator = TemporalDiscriminator(c.discriminator_channels, c.discriminator_layers).to(device)
         opt_g = torch.optim.Adam(generator.parameters(), lr=c.lr, betas=c.betas)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=c.lr_discriminator, betas=c.betas)
 
@@ -585,7 +598,10 @@ class Trainer:
             if c.random_background:  # one colour per triplet: the discriminator sees consistent frames
                 seed = c.seed * 1000 + accelerator.process_index
                 batch["background"] = background_colours(len(batch["index"]), seed, state["step"])
-            logs = train_step(to_device(batch, accelerator.device), self.parts, c, accelerator)
+            batch = to_device(batch, accelerator.device)
+            if self.jitter is not None:
+                batch = self.jitter(batch, c.seed * 1000 + accelerator.process_index, state["step"])
+            logs = train_step(batch, self.parts, c, accelerator)
             update_ema(self.ema, accelerator.unwrap_model(self.parts["generator"]), c.ema_decay, state["step"])
             state["step"] += 1
             state["last_losses"] = logs
