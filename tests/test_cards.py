@@ -19,6 +19,7 @@ from ram_avatar.pipelines import Framing, RamAvatarPipeline
 from ram_avatar.training import TrainConfig
 from ram_avatar.training.card import (
     CardError,
+    augmentation,
     avatar_card,
     load_card,
     loss_mix,
@@ -115,11 +116,15 @@ def test_training_card_snippet_runs_and_titles_the_avatar(tmp_path, anny_templat
     assert scope["alpha"].amax() > 0  # the body is in the frame the snippet's camera makes
 
 
-def test_cards_list_the_losses_a_run_trained_with():
+def test_cards_list_the_losses_and_augmentation_a_run_trained_with():
     paper = loss_mix(TrainConfig.for_config("paper-1024"))
     assert paper == "L1 1, alpha 1, VGG16 perceptual 1, hand perceptual 1, temporal GAN (non-saturating) 0.01"
     assert loss_mix(TrainConfig(gan=0.05)) == "L1 1, alpha 10, temporal GAN (non-saturating) 0.05"
     assert loss_mix(TrainConfig(alpha=20, alpha_loss="mse")) == "L1 1, alpha (MSE) 20"
+    assert augmentation(TrainConfig()) == "random background colours"
+    assert augmentation(TrainConfig(random_background=False, camera_zoom=0.15, camera_shift=0.1)) == (
+        "camera jitter (zoom up to 1.15x either way, shift up to 10% of the frame)"
+    )
 
 
 @pytest.mark.parametrize("synthetic", [False, True])

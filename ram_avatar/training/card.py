@@ -323,6 +323,7 @@ def avatar_card(  # noqa: ANN201
         train_minutes=f"{metrics['train_minutes']:.1f}",
         device=metrics["device"],
         losses=loss_mix(config),
+        augmentation=augmentation(config),
         lr=config.lr,
         grad_clip=config.grad_clip,
         ema_decay=config.ema_decay,
@@ -330,6 +331,20 @@ def avatar_card(  # noqa: ANN201
         background=config.background,
         metrics_table=metrics_table(metrics["held_out"] or {}),
     )
+
+
+def augmentation(config) -> str:  # noqa: ANN001 - a TrainConfig
+    """How a run varied its training items, e.g. ``random background colours; camera jitter: ...``."""
+    parts = ["random background colours"] if config.random_background else []
+    jitter = [
+        (config.camera_zoom, f"zoom up to {1 + config.camera_zoom:g}x either way"),
+        (config.camera_roll, f"roll up to {config.camera_roll:g} degrees"),
+        (config.camera_shift, f"shift up to {100 * config.camera_shift:g}% of the frame"),
+    ]
+    jitter = [text for value, text in jitter if value > 0]
+    if jitter:
+        parts.append(f"camera jitter ({', '.join(jitter)})")
+    return "; ".join(parts) or "none"
 
 
 def loss_mix(config) -> str:  # noqa: ANN001 - a TrainConfig
