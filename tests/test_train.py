@@ -422,6 +422,10 @@ def test_each_avatar_size_trains_with_its_recipe():
     assert cpu.perceptual == cpu.hand_perceptual == cpu.gan == 0 and cpu.alpha > 1 and cpu.alpha_loss == "l1"
     with pytest.raises(ValueError, match="alpha_loss must be one of"):
         TrainConfig.for_config("rt-256", alpha_loss="huber")
+    assert cpu.camera_zoom == cpu.camera_shift == cpu.camera_roll == 0  # jitter: only when asked for
+    for bad in ({"camera_zoom": -0.1}, {"camera_shift": 0.5}, {"camera_roll": 200}):
+        with pytest.raises(ValueError, match="camera_zoom must be >= 0"):
+            TrainConfig.for_config("rt-256", **bad)
     for name in ("hq-512", "paper-1024"):
         paper = TrainConfig.for_config(name, steps=10)
         assert (paper.config, paper.steps) == (name, 10)
