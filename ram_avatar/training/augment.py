@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,7 +25,7 @@ from ram_avatar.body.template import BodyTemplate
 from ram_avatar.data import SubjectData
 from ram_avatar.models.inputs import prepare_inputs
 from ram_avatar.render import Camera
-from ram_avatar.training.data import frame_params, subject_offsets
+from ram_avatar.training.data import frame_params, subject_offsets, subject_shape
 
 IMAGE_KEYS = ("image", "mask", "previous", "following", "previous_mask", "following_mask")
 
@@ -100,7 +99,7 @@ class CameraJitter:
         self.subject, self.template, self.zoom, self.shift, self.roll = subject, template, zoom, shift, roll
         self.settings = settings
         device = template.faces.device
-        self.shape = torch.as_tensor(np.asarray(subject.shape, np.float32), device=device)[None]  # (1, betas)
+        self.shape = subject_shape(subject, device)
         self.offsets = subject_offsets(subject, device)
 
     def __call__(self, batch: dict, seed: int, step: int) -> dict:

@@ -48,11 +48,16 @@ def frame_params(
     subject: SubjectData, frames: slice | list[int], device: torch.device
 ) -> tuple[SmplxPose, Camera, torch.Tensor]:
     """Pose, cameras and expression of ``frames`` (a slice or frame indices) as tensors on ``device``."""
-    pose = SmplxPose.from_numpy({k: v[frames] for k, v in subject.pose.to_numpy().items()}).to(device)
+    pose = subject.pose[frames].to(device=device, dtype=torch.float32)  # only these frames, never the whole clip
     camera = subject.camera
     tensor = lambda a: torch.as_tensor(np.asarray(a[frames], np.float32), device=device)  # noqa: E731
     cameras = Camera(tensor(camera.K), tensor(camera.R), tensor(camera.t), subject.image_size)
     return pose, cameras, tensor(subject.expression)
+
+
+def subject_shape(subject: SubjectData, device: torch.device) -> torch.Tensor:
+    """(1, S) the subject's shape parameters as a tensor on ``device``."""
+    return torch.as_tensor(np.asarray(subject.shape, np.float32), device=device)[None]
 
 
 def subject_offsets(subject: SubjectData, device: torch.device) -> torch.Tensor | None:
@@ -114,7 +119,7 @@ def build_map_cache(
         return folder
     with staged_folder(folder) as staging:  # renamed into place whole; removed on any error
         N, device = subject.num_frames, template.faces.device
-        shape = torch.as_tensor(np.asarray(subject.shape, np.float32), device=device)[None]
+        shape = subject_shape(subject, device)
         offsets = subject_offsets(subject, device)
         arrays: dict[str, np.ndarray] = {}
         for start in tqdm(range(0, N, batch_size), desc="input maps", disable=not progress, leave=False):

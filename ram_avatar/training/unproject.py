@@ -133,11 +133,11 @@ def subject_colours(subject, template: BodyTemplate, frames: list[int], size: in
     split only: held-out frames must not leak into the avatar) on ``template``'s atlas."""
     from torch.utils.data import Subset
 
-    from ram_avatar.training.data import frame_params, subject_offsets
+    from ram_avatar.training.data import frame_params, subject_offsets, subject_shape
 
     device = template.faces.device
     pose, camera, expression = frame_params(subject, frames, device)
-    shape = torch.as_tensor(np.asarray(subject.shape, np.float32), device=device)[None]
+    shape = subject_shape(subject, device)
     images, masks = Subset(subject.frames, frames), Subset(subject.masks, frames)  # decoded batch by batch
     offsets = subject_offsets(subject, device)
     return unproject_colours(
